@@ -1,0 +1,34 @@
+"""Topology files: the schema, the loader and the cross-checks."""
+
+from bench.topology.issues import Position, TopologyError, TopologyIssue
+from bench.topology.loader import load_topology, load_topology_with_source
+from bench.topology.model import (
+    Guest,
+    Host,
+    Instrument,
+    Interface,
+    LabSpec,
+    Limits,
+    Nic,
+    SshAccess,
+    Switch,
+    Topology,
+)
+
+__all__ = [
+    "Guest",
+    "Host",
+    "Instrument",
+    "Interface",
+    "LabSpec",
+    "Limits",
+    "Nic",
+    "Position",
+    "SshAccess",
+    "Switch",
+    "Topology",
+    "TopologyError",
+    "TopologyIssue",
+    "load_topology",
+    "load_topology_with_source",
+]

@@ -1,0 +1,225 @@
+"""The topology file's schema: what a lab is made of.
+
+Pydantic models, frozen and strict about unknown keys, so that a typo in a
+topology file is an error and not a silently ignored setting. Field-level
+rules live here; rules that relate fields to each other (names unique,
+references resolve, subnets disjoint) live in ``checks.py``, where they can
+point at the exact field that breaks them.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Interface, IPv4Network
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def _unicast_mac(value: str) -> str:
+    mac = value.lower()
+    if not _MAC_RE.match(mac):
+        raise ValueError(f"expected a MAC address like 02:00:00:00:00:01, got {value!r}")
+    if int(mac[:2], 16) & 1:
+        raise ValueError(f"{value!r} is a multicast MAC address; a NIC needs a unicast one")
+    return mac
+
+
+def _pci_address(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]", value.lower()):
+        raise ValueError(f"expected a PCI address like 0000:3b:00.0, got {value!r}")
+    return value.lower()
+
+
+Name = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9-]{0,14}$",
+        description="lower-case letters, digits and '-', starting with a letter, at most 15",
+    ),
+]
+LabName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9]{0,5}$",
+        description="1-6 lower-case letters/digits; prefixes every namespace and interface",
+    ),
+]
+InterfaceName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9_.-]{0,14}$",
+        description="a Linux interface name: at most 15 characters",
+    ),
+]
+MacAddress = Annotated[str, AfterValidator(_unicast_mac)]
+PciAddress = Annotated[str, AfterValidator(_pci_address)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class LabSpec(_Strict):
+    """The lab as a whole."""
+
+    name: LabName = Field(description="short lab name; prefixes everything the bench creates")
+    description: str = ""
+    management: IPv4Network = Field(
+        default=IPv4Network("198.18.0.0/24"),
+        description=(
+            "management network of emulated hosts: the controller reaches each host's "
+            "sshd here (default in 198.18.0.0/15, the range reserved for network benchmarking)"
+        ),
+    )
+
+
+class SshAccess(_Strict):
+    """How the controller reaches a real host."""
+
+    address: str = Field(min_length=1, description="IP address or DNS name of the host")
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = Field(default="root", min_length=1)
+    key: str = Field(min_length=1, description="private key file (relative to the topology file)")
+    known_hosts: str = Field(
+        min_length=1,
+        description="known_hosts file pinning the host's key; unknown keys are refused",
+    )
+
+
+class Interface(_Strict):
+    """A host's network interface attached to a lab switch."""
+
+    name: InterfaceName
+    switch: Name = Field(description="the lab switch this interface is cabled to")
+    address: IPv4Interface | None = Field(
+        default=None, description="address/prefix, e.g. 198.19.0.1/24"
+    )
+    mac: MacAddress | None = None
+
+
+class Nic(_Strict):
+    """An SR-IOV capable NIC of a host: an emulator model or a real PCI device."""
+
+    name: Name
+    model: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9-]*$",
+        description="emulated NIC model (emulated hosts)",
+    )
+    pci: PciAddress | None = Field(default=None, description="PF PCI address (real hosts)")
+    vfs: int = Field(default=0, ge=0, le=256, description="number of VFs to create")
+    link: InterfaceName | None = Field(
+        default=None, description="the host interface that is this NIC's uplink"
+    )
+
+
+class Host(_Strict):
+    """A test host: a network namespace with its own sshd (emulated) or a real server (lab)."""
+
+    name: Name
+    backend: Literal["emulated", "lab"] = "emulated"
+    role: Literal["hypervisor", "traffic-generator", "generic"] = "generic"
+    ssh: SshAccess | None = Field(default=None, description="required for lab hosts only")
+    interfaces: tuple[Interface, ...] = ()
+    nics: tuple[Nic, ...] = ()
+
+
+class Switch(_Strict):
+    """A lab switch: a MAC-learning Linux bridge on the emulated backend."""
+
+    name: Name
+    kind: Literal["learning-bridge"] = "learning-bridge"
+    subnet: IPv4Network | None = Field(
+        default=None, description="the IP subnet carried on this switch, if any"
+    )
+
+
+class Instrument(_Strict):
+    """A lab instrument reached over VISA (emulated when it has no resource string)."""
+
+    name: Name
+    kind: Literal["power-supply", "optical-attenuator"]
+    model: str | None = None
+    resource: str | None = Field(
+        default=None, description="VISA resource string, e.g. TCPIP0::10.0.0.5::5025::SOCKET"
+    )
+    channels: int = Field(default=1, ge=1, le=64)
+
+
+class Guest(_Strict):
+    """A guest VM whose paravirtual NIC is under test."""
+
+    name: Name
+    host: Name = Field(description="the hypervisor host the guest starts on")
+    mac: MacAddress
+    address: IPv4Interface
+    switch: Name | None = Field(default=None, description="lab switch the guest's NIC reaches")
+    nic_mode: Literal["npa", "failover", "emulation"] = Field(
+        default="npa",
+        description="npa: vmxnet3 shell + plugin; failover: virtio standby + VF primary",
+    )
+
+
+class Limits(_Strict):
+    """Pass/fail thresholds used by conformance tests (never constants hidden in tests)."""
+
+    blackout_ms: float = Field(
+        default=500.0, gt=0, description="longest gap between arrivals allowed during a switch"
+    )
+    migration_downtime_ms: float = Field(
+        default=1000.0, gt=0, description="longest migration downtime allowed"
+    )
+    loss_packets: int = Field(
+        default=0, ge=0, description="packets that may be lost outside the measured downtime"
+    )
+    migration_timeout_s: float = Field(
+        default=60.0, gt=0, description="a migration not done by then is rolled back"
+    )
+    vf_release_timeout_s: float = Field(
+        default=10.0, gt=0, description="how long a guest may take to release its VF"
+    )
+    command_timeout_s: float = Field(
+        default=30.0, gt=0, description="default deadline of one command on a host"
+    )
+    lab_up_timeout_s: float = Field(
+        default=60.0, gt=0, description="deadline for bringing the lab up"
+    )
+
+
+class Topology(_Strict):
+    """A whole topology file."""
+
+    lab: LabSpec
+    hosts: tuple[Host, ...] = Field(min_length=1)
+    switches: tuple[Switch, ...] = ()
+    instruments: tuple[Instrument, ...] = ()
+    guests: tuple[Guest, ...] = ()
+    limits: Limits = Limits()
+
+    def host(self, name: str) -> Host:
+        """The host called ``name``; KeyError lists the known names."""
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        known = ", ".join(h.name for h in self.hosts)
+        raise KeyError(f"no host {name!r} in lab {self.lab.name!r} (hosts: {known})")
+
+    def capabilities(self) -> frozenset[str]:
+        """What tests may require of this topology (see the ``requires`` marker).
+
+        ``hosts:N`` for N up to the host count, ``backend:<name>`` per backend present,
+        ``role:<role>``, ``instrument:<kind>``, ``nic:sriov`` when a NIC has VFs,
+        ``guests`` when guests are defined.
+        """
+        caps = {f"hosts:{n}" for n in range(1, len(self.hosts) + 1)}
+        caps |= {f"backend:{h.backend}" for h in self.hosts}
+        caps |= {f"role:{h.role}" for h in self.hosts}
+        caps |= {f"instrument:{i.kind}" for i in self.instruments}
+        if any(n.vfs > 0 for h in self.hosts for n in h.nics):
+            caps.add("nic:sriov")
+        if self.guests:
+            caps.add("guests")
+        return frozenset(caps)
