@@ -8,16 +8,17 @@ reference, the address outside its subnet.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from ipaddress import IPv4Address, IPv4Network
-from typing import Protocol
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Protocol, cast
 
 from bench.topology.issues import TopologyIssue
-from bench.topology.model import Topology
+from bench.topology.model import Host, Topology
 from bench.topology.source import FieldPath, SourceDocument
 
-#: Addresses of the management network the bench keeps for itself: the
-#: network address, the controller's bridge address (.1), and broadcast.
-MANAGEMENT_RESERVED = 2
+#: Offset of the first emulated host in the management network; the addresses
+#: below it are the bench's (.1 is the controller). Must match
+#: ``bench.lab.naming.FIRST_HOST_OFFSET``, which places host i at offset + i.
+MANAGEMENT_FIRST_HOST = 10
 
 
 def check_topology(topo: Topology, doc: SourceDocument) -> list[TopologyIssue]:
@@ -30,6 +31,7 @@ def _faults(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, st
     yield from _host_rules(topo)
     yield from _references(topo)
     yield from _unique_macs(topo, doc)
+    yield from _networks(topo, doc)
     yield from _addresses(topo, doc)
 
 
@@ -42,100 +44,126 @@ def _line(doc: SourceDocument, path: FieldPath) -> int:
     return doc.position_of(path).line
 
 
+def _order(doc: SourceDocument, path: FieldPath) -> tuple[int, int]:
+    position = doc.position_of(path)
+    return position.line, position.column
+
+
 def _unique_names(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, str]]:
-    # One name space for everything a user names on the command line.
+    # One name space for everything a user names on the command line; the
+    # later of two uses in the file is the one reported.
+    named: list[tuple[str, str, FieldPath]] = [
+        (item.name, kind, (key, i, "name"))
+        for kind, key, items in (
+            ("host", "hosts", topo.hosts),
+            ("switch", "switches", topo.switches),
+            ("instrument", "instruments", topo.instruments),
+            ("guest", "guests", topo.guests),
+        )
+        for i, item in enumerate(cast("Sequence[_Named]", items))
+    ]
+    named.sort(key=lambda entry: _order(doc, entry[2]))
     seen: dict[str, tuple[str, FieldPath]] = {}
-    sections: tuple[tuple[str, str, Sequence[_Named]], ...] = (
-        ("host", "hosts", topo.hosts),
-        ("switch", "switches", topo.switches),
-        ("instrument", "instruments", topo.instruments),
-        ("guest", "guests", topo.guests),
-    )
-    for kind, key, items in sections:
-        for i, item in enumerate(items):
-            path: FieldPath = (key, i, "name")
-            if item.name in seen:
-                first_kind, first_path = seen[item.name]
-                yield (
-                    path,
-                    (
-                        f"duplicate name {item.name!r}: already used by a {first_kind} "
-                        f"at line {_line(doc, first_path)}; names must be unique in a lab"
-                    ),
-                )
-            else:
-                seen[item.name] = (kind, path)
+    for name, kind, path in named:
+        if name in seen:
+            first_kind, first_path = seen[name]
+            yield (
+                path,
+                f"duplicate name {name!r}: expected a name unique in the lab, got one "
+                f"already used by a {first_kind} at line {_line(doc, first_path)}",
+            )
+        else:
+            seen[name] = (kind, path)
     for h, host in enumerate(topo.hosts):
         parts: tuple[tuple[str, Sequence[_Named]], ...] = (
             ("interfaces", host.interfaces),
             ("nics", host.nics),
         )
         for key, children in parts:
-            names: set[str] = set()
+            first: dict[str, FieldPath] = {}
             for j, child in enumerate(children):
-                if child.name in names:
+                path = ("hosts", h, key, j, "name")
+                if child.name in first:
                     yield (
-                        ("hosts", h, key, j, "name"),
-                        f"duplicate name {child.name!r} in {key} of host {host.name!r}",
+                        path,
+                        f"duplicate name {child.name!r} in {key} of host {host.name!r} "
+                        f"(first used at line {_line(doc, first[child.name])})",
                     )
-                names.add(child.name)
+                else:
+                    first[child.name] = path
 
 
 def _host_rules(topo: Topology) -> Iterator[tuple[FieldPath, str]]:
     for h, host in enumerate(topo.hosts):
         if host.backend == "lab" and host.ssh is None:
-            yield ("hosts", h), f"host {host.name!r} has backend 'lab' and needs an 'ssh:' section"
+            yield (
+                ("hosts", h),
+                f"host {host.name!r} has backend 'lab': expected an 'ssh:' section "
+                "(address, key, known_hosts), got none",
+            )
         if host.backend == "emulated" and host.ssh is not None:
             yield (
                 ("hosts", h, "ssh"),
-                "an emulated host gets its SSH endpoint from the bench; remove 'ssh:'",
+                f"host {host.name!r} has backend 'emulated', which gets its SSH endpoint "
+                "from the bench: expected no 'ssh:' (or set 'backend: lab')",
             )
         for n, nic in enumerate(host.nics):
             path: FieldPath = ("hosts", h, "nics", n)
             if (nic.model is None) == (nic.pci is None):
-                yield path, "a NIC needs exactly one of 'model' (emulated) or 'pci' (real device)"
+                both = "both" if nic.model is not None else "neither"
+                yield (
+                    path,
+                    "expected exactly one of 'model' (emulated NIC) or 'pci' (real device), "
+                    f"got {both}",
+                )
             elif host.backend == "emulated" and nic.pci is not None:
-                yield (*path, "pci"), "an emulated host has no PCI devices; use 'model:'"
+                yield (
+                    (*path, "pci"),
+                    "an emulated host has no PCI devices: expected 'model:', got 'pci:'",
+                )
             elif host.backend == "lab" and nic.model is not None:
-                yield (*path, "model"), "a lab host drives real NICs; give the PF's 'pci:' address"
+                yield (
+                    (*path, "model"),
+                    "a lab host drives real NICs: expected the PF's 'pci:' address, got 'model:'",
+                )
+
+
+def _unknown(what: str, name: str, names: Iterable[str], where: str = "the lab") -> str:
+    listed = ", ".join(sorted(names))
+    expected = f"expected one of {listed}" if listed else f"{where} defines none"
+    return f"no {what} named {name!r} in {where}: {expected}"
 
 
 def _references(topo: Topology) -> Iterator[tuple[FieldPath, str]]:
     switches = {s.name for s in topo.switches}
-    hosts = {h.name: h for h in topo.hosts}
-
-    def known(names: Iterable[str]) -> str:
-        return ", ".join(sorted(names)) or "none defined"
-
+    hosts: dict[str, Host] = {}
+    for host in topo.hosts:
+        hosts.setdefault(host.name, host)  # a duplicate name is reported once, elsewhere
     for h, host in enumerate(topo.hosts):
         for i, iface in enumerate(host.interfaces):
             if iface.switch not in switches:
                 yield (
                     ("hosts", h, "interfaces", i, "switch"),
-                    f"no switch named {iface.switch!r} (switches: {known(switches)})",
+                    _unknown("switch", iface.switch, switches),
                 )
         ifnames = {iface.name for iface in host.interfaces}
         for n, nic in enumerate(host.nics):
             if nic.link is not None and nic.link not in ifnames:
                 yield (
                     ("hosts", h, "nics", n, "link"),
-                    f"host {host.name!r} has no interface {nic.link!r} "
-                    f"(interfaces: {known(ifnames)})",
+                    _unknown("interface", nic.link, ifnames, f"host {host.name!r}"),
                 )
     for g, guest in enumerate(topo.guests):
         if guest.host not in hosts:
-            yield ("guests", g, "host"), f"no host named {guest.host!r} (hosts: {known(hosts)})"
+            yield ("guests", g, "host"), _unknown("host", guest.host, hosts)
         elif hosts[guest.host].role != "hypervisor":
             yield (
                 ("guests", g, "host"),
-                f"host {guest.host!r} has role {hosts[guest.host].role!r}; "
-                "a guest runs on a host with role 'hypervisor'",
+                "expected a host with role 'hypervisor' to run the guest, "
+                f"got {guest.host!r} with role {hosts[guest.host].role!r}",
             )
         if guest.switch is not None and guest.switch not in switches:
-            yield (
-                ("guests", g, "switch"),
-                f"no switch named {guest.switch!r} (switches: {known(switches)})",
-            )
+            yield ("guests", g, "switch"), _unknown("switch", guest.switch, switches)
 
 
 def _unique_macs(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, str]]:
@@ -146,58 +174,89 @@ def _unique_macs(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPat
         for i, iface in enumerate(host.interfaces)
     ]
     candidates += [(guest.mac, ("guests", g, "mac")) for g, guest in enumerate(topo.guests)]
+    candidates.sort(key=lambda entry: _order(doc, entry[1]))
     for mac, path in candidates:
         if mac is None:
             continue
         if mac in seen:
-            yield path, f"duplicate MAC {mac} (also at line {_line(doc, seen[mac])})"
+            yield (
+                path,
+                f"duplicate MAC {mac}: expected a MAC unique in the lab, got one "
+                f"already used at line {_line(doc, seen[mac])}",
+            )
         else:
             seen[mac] = path
 
 
-def _addresses(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, str]]:
+def _networks(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, str]]:
     networks: list[tuple[IPv4Network, FieldPath]] = [(topo.lab.management, ("lab", "management"))]
     networks += [
         (s.subnet, ("switches", i, "subnet"))
         for i, s in enumerate(topo.switches)
         if s.subnet is not None
     ]
+    networks.sort(key=lambda entry: _order(doc, entry[1]))
     for i, (net, path) in enumerate(networks):
         for other, other_path in networks[:i]:
             if net.overlaps(other):
                 yield (
                     path,
-                    (
-                        f"subnet {net} overlaps {other} at line {_line(doc, other_path)}; "
-                        "lab networks must not overlap"
-                    ),
+                    f"subnet {net} overlaps {other} (line {_line(doc, other_path)}): "
+                    "expected lab networks that do not overlap",
                 )
+                break
     emulated = sum(1 for h in topo.hosts if h.backend == "emulated")
-    room = topo.lab.management.num_addresses - MANAGEMENT_RESERVED - 8
+    room = max(topo.lab.management.num_addresses - MANAGEMENT_FIRST_HOST - 1, 0)
     if emulated > room:
         yield (
             ("lab", "management"),
-            f"{topo.lab.management} has room for {max(room, 0)} emulated hosts, "
-            f"the topology has {emulated}; use a larger prefix",
+            f"expected a management network with room for the {emulated} emulated hosts, "
+            f"got {topo.lab.management} with room for {room}; use a larger prefix",
         )
 
+
+def _addresses(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, str]]:
     subnets = {s.name: s.subnet for s in topo.switches}
-    used: dict[IPv4Address, FieldPath] = {}
-    placed: list[tuple[IPv4Address, str | None, FieldPath]] = [
-        (iface.address.ip, iface.switch, ("hosts", h, "interfaces", i, "address"))
+    placed: list[tuple[IPv4Interface, str | None, FieldPath]] = [
+        (iface.address, iface.switch, ("hosts", h, "interfaces", i, "address"))
         for h, host in enumerate(topo.hosts)
         for i, iface in enumerate(host.interfaces)
         if iface.address is not None
     ]
-    placed += [
-        (g.address.ip, g.switch, ("guests", n, "address")) for n, g in enumerate(topo.guests)
-    ]
-    for ip, switch, path in placed:
-        if ip in used:
-            yield path, f"address {ip} is already used at line {_line(doc, used[ip])}"
-        used[ip] = path
+    placed += [(g.address, g.switch, ("guests", n, "address")) for n, g in enumerate(topo.guests)]
+    placed.sort(key=lambda entry: _order(doc, entry[2]))
+    used: dict[IPv4Address, FieldPath] = {}
+    for address, switch, path in placed:
+        if address.ip in used:
+            yield (
+                path,
+                f"address {address.ip} is already used at line {_line(doc, used[address.ip])}: "
+                "expected an address unique in the lab",
+            )
+        else:
+            used[address.ip] = path
         subnet = subnets.get(switch) if switch else None
-        if subnet is not None and ip not in subnet:
-            yield path, f"address {ip} is outside subnet {subnet} of switch {switch!r}"
-        if ip in topo.lab.management:
-            yield path, f"address {ip} is inside the management network {topo.lab.management}"
+        fault = _address_fault(address, switch, subnet, topo.lab.management)
+        if fault:
+            yield path, fault
+
+
+def _address_fault(
+    address: IPv4Interface, switch: str | None, subnet: IPv4Network | None, mgmt: IPv4Network
+) -> str | None:
+    """The one thing wrong with a data address, if anything (one fault, one issue)."""
+    ip, net = address.ip, address.network
+    if subnet is not None and ip not in subnet:
+        return f"expected an address in subnet {subnet} of switch {switch!r}, got {ip}"
+    if subnet is not None and address.network.prefixlen != subnet.prefixlen:
+        return (
+            f"expected prefix length /{subnet.prefixlen} of switch {switch!r} ({subnet}), "
+            f"got {address}"
+        )
+    if net.prefixlen <= 30 and ip in (net.network_address, net.broadcast_address):
+        which = "network" if ip == net.network_address else "broadcast"
+        return f"expected a host address of {net}, got its {which} address {ip}"
+    if subnet is None and ip in mgmt:
+        # With a subnet, the subnet's overlap with management is the one fault.
+        return f"expected an address outside the management network {mgmt}, got {ip}"
+    return None

@@ -13,7 +13,7 @@ import re
 from ipaddress import IPv4Interface, IPv4Network
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -23,7 +23,9 @@ def _unicast_mac(value: str) -> str:
     if not _MAC_RE.match(mac):
         raise ValueError(f"expected a MAC address like 02:00:00:00:00:01, got {value!r}")
     if int(mac[:2], 16) & 1:
-        raise ValueError(f"{value!r} is a multicast MAC address; a NIC needs a unicast one")
+        raise ValueError(
+            f"expected a unicast MAC address (even first byte), got the multicast {value!r}"
+        )
     return mac
 
 
@@ -58,6 +60,27 @@ MacAddress = Annotated[str, AfterValidator(_unicast_mac)]
 PciAddress = Annotated[str, AfterValidator(_pci_address)]
 
 
+def _ip_text(example: str) -> BeforeValidator:
+    """Refuse a YAML number where an IP is expected (pydantic reads ``7`` as 0.0.0.7)."""
+
+    def check(value: object) -> object:
+        # pydantic turns only ValueError into a validation error, hence no TypeError
+        if isinstance(value, bool):
+            got = f"the boolean {str(value).lower()}"
+            raise ValueError(f"expected an IPv4 {example}, got {got}")  # noqa: TRY004
+        if isinstance(value, int | float):
+            raise ValueError(f"expected an IPv4 {example}, got the number {value!r}")  # noqa: TRY004
+        return value
+
+    return BeforeValidator(check)
+
+
+Network = Annotated[IPv4Network, _ip_text("network, like 198.19.0.0/24")]
+AddressWithPrefix = Annotated[
+    IPv4Interface, _ip_text("address with its prefix length, like 198.19.0.1/24")
+]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
@@ -67,7 +90,7 @@ class LabSpec(_Strict):
 
     name: LabName = Field(description="short lab name; prefixes everything the bench creates")
     description: str = ""
-    management: IPv4Network = Field(
+    management: Network = Field(
         default=IPv4Network("198.18.0.0/24"),
         description=(
             "management network of emulated hosts: the controller reaches each host's "
@@ -94,7 +117,7 @@ class Interface(_Strict):
 
     name: InterfaceName
     switch: Name = Field(description="the lab switch this interface is cabled to")
-    address: IPv4Interface | None = Field(
+    address: AddressWithPrefix | None = Field(
         default=None, description="address/prefix, e.g. 198.19.0.1/24"
     )
     mac: MacAddress | None = None
@@ -132,7 +155,7 @@ class Switch(_Strict):
 
     name: Name
     kind: Literal["learning-bridge"] = "learning-bridge"
-    subnet: IPv4Network | None = Field(
+    subnet: Network | None = Field(
         default=None, description="the IP subnet carried on this switch, if any"
     )
 
@@ -155,7 +178,7 @@ class Guest(_Strict):
     name: Name
     host: Name = Field(description="the hypervisor host the guest starts on")
     mac: MacAddress
-    address: IPv4Interface
+    address: AddressWithPrefix
     switch: Name | None = Field(default=None, description="lab switch the guest's NIC reaches")
     nic_mode: Literal["npa", "failover", "emulation"] = Field(
         default="npa",

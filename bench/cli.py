@@ -1,0 +1,250 @@
+"""The ``npabench`` command: topology file in, lab, tests and results out.
+
+Exit status: 0 success; 1 tests failed; 2 bad input (topology file, arguments);
+3 a lab or host error; 130 interrupted. Errors are one clear message, never a
+traceback (set NPABENCH_DEBUG=1 to see one for an internal error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import __version__
+from bench.errors import BenchError, UsageError
+from bench.lab import Lab, LabState, attach, bring_down, bring_up, cleanup_lab
+from bench.lab.naming import netns_prefix
+from bench.ssh import render_ssh_config, run_on_all
+from bench.topology import Topology, load_topology
+
+DEFAULT_TOPOLOGY = "topologies/emulated-lab.yaml"
+
+
+def progress(message: str) -> None:
+    """Progress lines go to stderr so stdout stays parseable (``--json``)."""
+    print(f"npabench: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    for path in args.topology:
+        topo = load_topology(path)
+        print(f"{path}: ok ({_summary(topo)})")
+    return 0
+
+
+def _summary(topo: Topology) -> str:
+    parts = [
+        f"lab {topo.lab.name}",
+        f"{len(topo.hosts)} host(s)",
+        f"{len(topo.switches)} switch(es)",
+        f"{len(topo.instruments)} instrument(s)",
+        f"{len(topo.guests)} guest(s)",
+    ]
+    return ", ".join(parts)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(Topology.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    with bring_up(Path(args.topology), progress) as lab:
+        for name, endpoint in lab.endpoints.items():
+            print(f"{name}: ssh {endpoint.user}@{endpoint.address} -p {endpoint.port}")
+    print(
+        f"reach them: npabench ssh-config {args.topology} > lab.ssh && ssh -F lab.ssh HOST"
+    )
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    bring_down(Path(args.topology), progress)
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    labs = args.lab or _labs_on_this_machine()
+    if not labs:
+        progress("no lab to clean up")
+    for lab in labs:
+        for item in cleanup_lab(lab, progress):
+            print(f"removed {item}")
+    return 0
+
+
+def _labs_on_this_machine() -> list[str]:
+    """Labs with a state directory, plus labs whose namespaces outlived their state."""
+    labs = set(LabState.known_labs())
+    netns = Path("/run/netns")
+    if netns.is_dir():
+        prefix = netns_prefix("")
+        for entry in netns.iterdir():
+            if entry.name.startswith(prefix):
+                labs.add(entry.name.removeprefix(prefix).split("-", 1)[0])
+    return sorted(labs)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = Path(args.topology)
+    topo = load_topology(path)
+    state = LabState.load(topo.lab.name)
+    info: dict[str, Any] = (
+        Lab(topo, path, state).status()
+        if state is not None
+        else {"lab": topo.lab.name, "status": "down", "topology": str(path), "hosts": []}
+    )
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"lab {info['lab']}: {info['status']}")
+    for host in info["hosts"]:
+        ssh = host.get("ssh")
+        where = f"{ssh['user']}@{ssh['address']}:{ssh['port']}" if ssh else "-"
+        print(f"  {host['name']:<16} {host['backend']:<9} {host['role']:<18} {where}")
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    if not args.command:
+        raise UsageError("exec: no command given (usage: npabench exec FILE HOST -- CMD ...)")
+    command = " ".join(args.command)
+    with attach(Path(args.topology)) as lab:
+        names = list(lab.endpoints) if args.host == "all" else args.host.split(",")
+        hosts = lab.hosts(names)
+        timeout = args.timeout or lab.topology.limits.command_timeout_s
+        results = run_on_all(hosts, command, timeout=timeout)
+    worst = 0
+    for name, result in results.items():
+        prefix = f"{name}: " if len(results) > 1 else ""
+        for line in result.stdout.splitlines():
+            print(f"{prefix}{line}")
+        for line in result.stderr.splitlines():
+            print(f"{prefix}{line}", file=sys.stderr)
+        worst = max(worst, result.exit_status)
+    return worst
+
+
+def cmd_ssh_config(args: argparse.Namespace) -> int:
+    with attach(Path(args.topology)) as lab:
+        sys.stdout.write(render_ssh_config(list(lab.endpoints.values())))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.runner import run_suite
+
+    return run_suite(
+        Path(args.topology),
+        report_dir=Path(args.report),
+        keyword=args.k,
+        suite=Path(args.suite) if args.suite else None,
+        pytest_args=args.pytest_args,
+        progress=progress,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="npabench",
+        description="Test bench for NIC plugin data paths: topology -> lab -> tests -> report.",
+        epilog="Exit status: 0 ok, 1 tests failed, 2 bad input, 3 lab/host error, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"npabench {__version__}")
+    sub = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text)
+
+    p = add("validate", "check topology files; print every fault with file:line:column and field")
+    p.add_argument("topology", nargs="+", help="topology file(s)")
+    p.set_defaults(func=cmd_validate)
+
+    p = add("schema", "print the JSON Schema of topology files")
+    p.set_defaults(func=cmd_schema)
+
+    p = add("up", "bring the lab of a topology up (namespaces, switches, sshd per host)")
+    p.add_argument("topology", help="topology file")
+    p.set_defaults(func=cmd_up)
+
+    p = add("down", "tear the lab of a topology down")
+    p.add_argument("topology", help="topology file")
+    p.set_defaults(func=cmd_down)
+
+    p = add("cleanup", "remove every trace of labs on this machine, even after a crash")
+    p.add_argument("lab", nargs="*", help="lab names (default: every lab found here)")
+    p.set_defaults(func=cmd_cleanup)
+
+    p = add("status", "show whether the lab is up and how to reach each host")
+    p.add_argument("topology", help="topology file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = add("exec", "run a command on lab host(s) over SSH; exit with its exit status")
+    p.add_argument("topology", help="topology file")
+    p.add_argument("host", help="host name, comma-separated names, or 'all'")
+    p.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+    p.add_argument("command", nargs="*", help="the command; put it after -- if it has options")
+    p.set_defaults(func=cmd_exec)
+
+    p = add("ssh-config", "print an OpenSSH client config for the lab (use with ssh -F)")
+    p.add_argument("topology", help="topology file")
+    p.set_defaults(func=cmd_ssh_config)
+
+    p = add("run", "bring the lab up, run the conformance suite, write results, tear down")
+    p.add_argument("topology", nargs="?", default=DEFAULT_TOPOLOGY, help="topology file")
+    p.add_argument("-k", default=None, metavar="EXPR", help="only tests matching EXPR (pytest -k)")
+    p.add_argument("--report", default="report", metavar="DIR", help="report directory")
+    p.add_argument("--suite", default=None, help="test directory (default: tests/conformance)")
+    p.epilog = "Arguments after -- go to pytest, e.g. npabench run FILE -- -x -vv"
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM behaves like Ctrl-C: unwind, so every `finally` tears down.
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    after_dashes: list[str] = []
+    if argv[:1] in (["run"], ["exec"]) and "--" in argv:  # `exec|run ... -- ARGS`
+        cut = argv.index("--")
+        argv, after_dashes = argv[:cut], argv[cut + 1 :]
+    args = build_parser().parse_args(argv)
+    if args.command_name == "run":
+        args.pytest_args = after_dashes
+    elif args.command_name == "exec" and after_dashes:
+        args.command = after_dashes
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        status: int = args.func(args)
+        return status
+    except BenchError as err:
+        print(f"npabench: error: {err}", file=sys.stderr)
+        return err.exit_status
+    except KeyboardInterrupt:
+        print("npabench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # the last line of defence: no traceback for the user
+        if os.environ.get("NPABENCH_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"npabench: internal error: {type(err).__name__}: {err} "
+            "(set NPABENCH_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Names of everything the emulated backend creates, all derived from the lab name.
+
+Root-namespace interface names are limited to 15 characters, so they are
+built from the (at most 6 character) lab name and indexes; every such link
+also carries the alias ``npabench:<lab>`` so a sweep can find it by owner.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+#: Offset of the first host in the management network (.1 is the controller).
+FIRST_HOST_OFFSET = 10
+
+
+def netns_name(lab: str, host: str) -> str:
+    """Network namespace of an emulated host."""
+    return f"npa-{lab}-{host}"
+
+
+def netns_prefix(lab: str) -> str:
+    return f"npa-{lab}-"
+
+
+def link_alias(lab: str) -> str:
+    """The alias marking a root-namespace link as owned by ``lab``."""
+    return f"npabench:{lab}"
+
+
+def management_bridge(lab: str) -> str:
+    return f"{lab}-mg"
+
+
+def management_veth(lab: str, host_index: int) -> str:
+    return f"{lab}-m{host_index}"
+
+
+def switch_bridge(lab: str, switch_index: int) -> str:
+    return f"{lab}-s{switch_index}"
+
+
+def data_veth(lab: str, host_index: int, interface_index: int) -> str:
+    return f"{lab}-h{host_index}i{interface_index}"
+
+
+#: Name of the management interface inside every emulated host.
+MANAGEMENT_INTERFACE = "mgmt0"
+
+
+def controller_address(management: IPv4Network) -> IPv4Address:
+    """The controller's own address on the management network."""
+    return management.network_address + 1
+
+
+def host_address(management: IPv4Network, host_index: int) -> IPv4Address:
+    """Management (SSH) address of the emulated host with index ``host_index``."""
+    return management.network_address + FIRST_HOST_OFFSET + host_index

@@ -1,0 +1,125 @@
+"""The state file of a running lab: a write-ahead journal of everything the bench made.
+
+A resource is recorded *before* it is created, and the file is replaced
+atomically on every change, so that ``npabench cleanup`` can undo a lab even
+after the controller was killed with SIGKILL halfway through ``up``. Removing
+something that was recorded but never made is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import LabError
+
+#: Where labs keep their state; /run is a tmpfs, so a reboot forgets stale labs.
+DEFAULT_STATE_ROOT = Path("/run/npabench")
+
+
+def state_root() -> Path:
+    """The directory holding one sub-directory per lab (``NPABENCH_STATE_DIR`` overrides)."""
+    return Path(os.environ.get("NPABENCH_STATE_DIR", str(DEFAULT_STATE_ROOT)))
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One thing the bench made: a namespace, a root-namespace link, a process, a directory."""
+
+    kind: str  # "netns" | "link" | "process"
+    name: str
+    pid: int = 0
+    start_ticks: int = 0  # /proc/<pid>/stat starttime, to never kill a recycled PID
+
+
+@dataclass
+class LabState:
+    """What is known about one lab on this machine."""
+
+    lab: str
+    directory: Path
+    topology: str = ""
+    status: str = "starting"  # starting | up | stopping
+    controller_pid: int = 0
+    started_at: float = 0.0
+    resources: list[Resource] = field(default_factory=list)
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def file(self) -> Path:
+        return self.directory / "state.json"
+
+    @staticmethod
+    def directory_of(lab: str) -> Path:
+        """State directory of ``lab`` (it may not exist)."""
+        return state_root() / lab
+
+    @classmethod
+    def create(cls, lab: str, topology: Path) -> LabState:
+        """Start the journal of a new lab; refuse if that lab is already there."""
+        directory = cls.directory_of(lab)
+        state = cls(lab=lab, directory=directory, topology=str(topology.resolve()))
+        if state.file.exists():
+            raise LabError(
+                f"lab {lab!r} is already up (state in {directory}); "
+                f"run `npabench down {topology}` or `npabench cleanup {lab}` first"
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+        state.controller_pid = os.getpid()
+        state.started_at = time.time()
+        state.save()
+        return state
+
+    @classmethod
+    def load(cls, lab: str) -> LabState | None:
+        """The saved state of ``lab``, or None if it is not up."""
+        directory = cls.directory_of(lab)
+        try:
+            raw = json.loads((directory / "state.json").read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise LabError(f"cannot read the state of lab {lab!r} in {directory}: {err}") from None
+        return cls(
+            lab=raw["lab"],
+            directory=directory,
+            topology=raw.get("topology", ""),
+            status=raw.get("status", "starting"),
+            controller_pid=raw.get("controller_pid", 0),
+            started_at=raw.get("started_at", 0.0),
+            resources=[Resource(**r) for r in raw.get("resources", [])],
+            endpoints=raw.get("endpoints", {}),
+        )
+
+    @staticmethod
+    def known_labs() -> list[str]:
+        """Names of every lab with a state directory on this machine."""
+        root = state_root()
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+    def record(self, *resources: Resource) -> None:
+        """Journal resources about to be created (write-ahead)."""
+        self.resources.extend(resources)
+        self.save()
+
+    def save(self) -> None:
+        """Replace the state file atomically."""
+        payload = {
+            "lab": self.lab,
+            "topology": self.topology,
+            "status": self.status,
+            "controller_pid": self.controller_pid,
+            "started_at": self.started_at,
+            "resources": [asdict(r) for r in self.resources],
+            "endpoints": self.endpoints,
+        }
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.replace(self.file)

@@ -1,0 +1,107 @@
+"""``npabench run``: lab up, suite, results on disk as tests finish, lab down — whatever happens."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from tests.labkit import leftovers, npabench, write_topology
+
+SUITE = """
+import os, pathlib, time
+import pytest
+
+@pytest.mark.catalogue("DP-02")
+def test_passes(hosts):
+    assert hosts["h0"].run("true").exit_status == 0
+
+@pytest.mark.catalogue("FB-01")
+def test_fails(hosts):
+    result = hosts["h1"].run("echo seen; exit 4")
+    assert result.exit_status == 0, f"h1 said {result.stdout.strip()!r}"
+
+@pytest.mark.requires("instrument:power-supply")
+def test_needs_a_power_supply(lab):
+    pass
+
+def test_blocks_if_asked(lab):
+    gate = os.environ.get("NPABENCH_TEST_GATE")
+    if not gate:
+        return
+    pathlib.Path(gate).write_text("started")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+
+
+def _suite(tmp_path: Path) -> Path:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_sample.py").write_text(SUITE)
+    return suite
+
+
+def _results(report: Path) -> dict[str, dict]:
+    lines = (report / "results.jsonl").read_text().splitlines()
+    return {json.loads(line)["nodeid"].split("::")[-1]: json.loads(line) for line in lines}
+
+
+def test_run_writes_results_junit_and_summary_and_tears_down(tmp_path: Path) -> None:
+    path, name = write_topology(tmp_path, hosts=2)
+    report = tmp_path / "report"
+    done = npabench("run", str(path), "--suite", str(_suite(tmp_path)), "--report", str(report))
+    assert done.returncode == 1, "one test failed"
+    results = _results(report)
+    assert results["test_passes"]["outcome"] == "passed"
+    assert results["test_passes"]["catalogue"] == ["DP-02"]
+    assert results["test_fails"]["outcome"] == "failed"
+    assert "h1 said 'seen'" in results["test_fails"]["message"]
+    assert results["test_needs_a_power_supply"]["outcome"] == "skipped"
+    assert "lacks instrument:power-supply" in results["test_needs_a_power_supply"]["message"]
+
+    junit = ET.parse(report / "junit.xml").getroot()
+    props = {p.get("name"): p.get("value") for p in junit.iter("property")}
+    assert props["lab"] == name and props["topology"] == str(path) and props["bench_version"]
+    summary = (report / "summary.md").read_text()
+    assert "| DP-02 |" in summary and "failed" in summary
+    assert leftovers(name) == []
+
+
+def test_run_on_default_suite_passes(tmp_path: Path) -> None:
+    path, name = write_topology(tmp_path, hosts=3)
+    report = tmp_path / "report"
+    done = npabench("run", str(path), "--report", str(report))
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcomes = {r["outcome"] for r in _results(report).values()}
+    assert outcomes == {"passed"}
+    assert leftovers(name) == []
+
+
+def test_ctrl_c_keeps_finished_results_and_tears_down(tmp_path: Path, spawn_cli) -> None:
+    path, name = write_topology(tmp_path, hosts=2)
+    report, gate = tmp_path / "report", tmp_path / "gate"
+    controller = spawn_cli(
+        "run",
+        str(path),
+        "--suite",
+        str(_suite(tmp_path)),
+        "--report",
+        str(report),
+        env={**os.environ, "NPABENCH_TEST_GATE": str(gate)},
+    )
+    deadline = time.monotonic() + 90
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gate.exists(), "the blocking test never started"
+    controller.send_signal(signal.SIGINT)
+    _, stderr = controller.communicate(timeout=60)
+    assert controller.returncode == 130, stderr
+    results = _results(report)
+    assert results["test_passes"]["outcome"] == "passed"
+    assert (report / "summary.md").exists()
+    assert leftovers(name) == []

@@ -1,0 +1,1 @@
+"""Tests of the SSH host driver against a real OpenSSH server."""

@@ -1,0 +1,214 @@
+"""Valid topologies: what loads, the defaults, capabilities, YAML features, the JSON schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.topology import Limits, Topology, TopologyError, load_topology
+from bench.topology.issues import format_path
+
+ROOT = Path(__file__).parents[2]
+GOOD = [
+    *sorted((ROOT / "topologies").glob("*.yaml")),
+    Path(__file__).parent / "good" / "full-emulated.yaml",
+]
+
+MINIMAL = """\
+lab: {name: t}
+switches: [{name: sw0, subnet: 198.19.0.0/24}]
+hosts:
+  - name: h1
+    interfaces: [{name: eth0, switch: sw0, address: 198.19.0.1/24, mac: "02:AB:CD:EF:00:01"}]
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "topology.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_both_shipped_topologies_are_there() -> None:
+    names = {p.name for p in GOOD}
+    assert {"emulated-lab.yaml", "example-real-lab.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", GOOD, ids=lambda p: p.stem)
+def test_valid_topology_loads(path: Path) -> None:
+    topo = load_topology(path)
+    assert topo.hosts
+    assert topo.host(topo.hosts[0].name) is topo.hosts[0]
+
+
+def test_limits_defaults_are_the_documented_values(tmp_path: Path) -> None:
+    documented = {
+        "blackout_ms": 500.0,
+        "migration_downtime_ms": 1000.0,
+        "loss_packets": 0,
+        "migration_timeout_s": 60.0,
+        "vf_release_timeout_s": 10.0,
+        "command_timeout_s": 30.0,
+        "lab_up_timeout_s": 60.0,
+    }
+    assert Limits().model_dump() == documented
+    assert load_topology(_write(tmp_path, MINIMAL)).limits == Limits()
+    for name, field in Limits.model_fields.items():
+        assert field.description, f"limits.{name} has no description"
+
+
+def test_limits_given_in_the_file_override_only_those_values() -> None:
+    topo = load_topology(ROOT / "topologies" / "example-real-lab.yaml")
+    assert topo.limits.blackout_ms == 200
+    assert topo.limits.migration_downtime_ms == 500
+    assert topo.limits.command_timeout_s == Limits().command_timeout_s
+
+
+def test_capabilities_of_the_emulated_lab() -> None:
+    topo = load_topology(ROOT / "topologies" / "emulated-lab.yaml")
+    assert topo.capabilities() == {
+        "hosts:1",
+        "hosts:2",
+        "hosts:3",
+        "backend:emulated",
+        "role:hypervisor",
+        "role:traffic-generator",
+    }
+
+
+def test_capabilities_of_the_real_lab() -> None:
+    caps = load_topology(ROOT / "topologies" / "example-real-lab.yaml").capabilities()
+    assert {"backend:lab", "nic:sriov", "instrument:power-supply"} <= caps
+    assert {"instrument:optical-attenuator", "hosts:3"} <= caps
+    assert "backend:emulated" not in caps
+    assert "guests" not in caps
+    assert "hosts:4" not in caps
+
+
+def test_capabilities_with_guests_and_vfs() -> None:
+    caps = load_topology(GOOD[-1]).capabilities()
+    assert {"guests", "nic:sriov", "instrument:power-supply"} <= caps
+
+
+def test_host_lookup_names_the_known_hosts(tmp_path: Path) -> None:
+    topo = load_topology(_write(tmp_path, MINIMAL))
+    with pytest.raises(KeyError, match=r"no host 'nope' in lab 't' \(hosts: h1\)"):
+        topo.host("nope")
+
+
+def test_mac_addresses_are_normalised_to_lower_case(tmp_path: Path) -> None:
+    topo = load_topology(_write(tmp_path, MINIMAL))
+    assert topo.hosts[0].interfaces[0].mac == "02:ab:cd:ef:00:01"
+
+
+def test_merge_keys_and_anchors(tmp_path: Path) -> None:
+    text = """\
+lab: {name: t}
+switches: [{name: sw0, subnet: 198.19.0.0/24}]
+hosts:
+  - &hypervisor
+    name: hv-a
+    role: hypervisor
+    nics: [&nic {name: nic0, model: sriov-nic, vfs: 4, link: uplink0}]
+    interfaces: [{name: uplink0, switch: sw0, address: 198.19.0.11/24}]
+  - <<: *hypervisor
+    name: hv-b                         # overrides the merged name
+    interfaces: [{name: uplink0, switch: sw0, address: 198.19.0.12/24}]
+  - name: hv-c
+    role: hypervisor
+    nics: [*nic]
+    interfaces: [{<<: {name: uplink0, switch: sw0}, address: 198.19.0.13/24}]
+"""
+    topo = load_topology(_write(tmp_path, text))
+    a, b, c = topo.hosts
+    assert (b.name, b.role, b.nics) == ("hv-b", "hypervisor", a.nics)
+    assert str(b.interfaces[0].address) == "198.19.0.12/24"
+    assert c.nics == a.nics
+    assert c.interfaces[0].switch == "sw0"
+
+
+def test_a_fault_in_a_merged_mapping_points_at_the_anchor(tmp_path: Path) -> None:
+    text = """\
+lab: {name: t}
+hosts:
+  - &base
+    name: h1
+    role: hypervisr
+  - <<: *base
+    name: h2
+"""
+    with pytest.raises(TopologyError) as info:
+        load_topology(_write(tmp_path, text))
+    assert [
+        (i.position.line if i.position else 0, format_path(i.path)) for i in info.value.issues
+    ] == [
+        (5, "hosts[0].role"),
+        (5, "hosts[1].role"),
+    ]
+
+
+def test_several_faults_are_all_reported_in_file_order(tmp_path: Path) -> None:
+    # Pydantic reports in model order (lab, hosts, switches, ...); the file
+    # has switches before hosts, and the error lists by line.
+    text = """\
+lab: {name: t}
+switches:
+  - {name: sw0, subnet: 198.19.0.1/24}
+hosts:
+  - name: h1
+    role: hypervisr
+    interfaces: [{name: eth0, switch: sw0, address: 198.19.0.1/33}]
+  - {name: h2, vfs: 3}
+limits: {blackout_ms: -1}
+"""
+    with pytest.raises(TopologyError) as info:
+        load_topology(_write(tmp_path, text))
+    found = [(i.position.line if i.position else 0, format_path(i.path)) for i in info.value.issues]
+    assert found == [
+        (3, "switches[0].subnet"),
+        (6, "hosts[0].role"),
+        (7, "hosts[0].interfaces[0].address"),
+        (8, "hosts[1].vfs"),
+        (9, "limits.blackout_ms"),
+    ]
+    assert str(info.value).count("\n") == len(found) - 1
+
+
+def test_several_cross_field_faults_are_all_reported_in_file_order(tmp_path: Path) -> None:
+    text = """\
+lab: {name: t}
+switches: [{name: sw0, subnet: 198.19.0.0/24}]
+hosts:
+  - name: h1
+    interfaces: [{name: eth0, switch: sw9, address: 198.19.0.1/24}]
+  - name: h1
+    backend: lab
+guests:
+  - {name: g1, host: h2, mac: "02:00:00:00:00:01", address: 198.19.0.50/24}
+"""
+    with pytest.raises(TopologyError) as info:
+        load_topology(_write(tmp_path, text))
+    found = [(i.position.line if i.position else 0, format_path(i.path)) for i in info.value.issues]
+    assert found == [
+        (5, "hosts[0].interfaces[0].switch"),
+        (6, "hosts[1].name"),  # same line and column: in the order the rules run
+        (6, "hosts[1]"),
+        (9, "guests[0].host"),
+    ]
+
+
+def test_json_schema_is_valid_json_with_the_field_descriptions() -> None:
+    text = json.dumps(Topology.model_json_schema())
+    schema = json.loads(text)
+    assert schema["title"] == "Topology"
+    assert {"lab", "hosts"} <= set(schema["required"])
+    for description in (
+        "short lab name; prefixes everything the bench creates",
+        "the lab switch this interface is cabled to",
+        "PF PCI address (real hosts)",
+        "the hypervisor host the guest starts on",
+        "longest gap between arrivals allowed during a switch",
+    ):
+        assert description in text
