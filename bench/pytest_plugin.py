@@ -150,6 +150,9 @@ def _message(report: pytest.TestReport) -> str:
     if report.skipped and isinstance(report.longrepr, tuple):
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     if report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None:
+            return f"{crash.message} ({crash.path}:{crash.lineno})"
         return report.longreprtext.strip().splitlines()[-1] if report.longreprtext else ""
     return ""
 
