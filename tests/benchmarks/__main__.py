@@ -6,7 +6,6 @@ Exit status 1 if a target was missed.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from tests.benchmarks import lab_and_ssh
 from tests.benchmarks.figures import print_table, write_json
