@@ -60,9 +60,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     with bring_up(Path(args.topology), progress) as lab:
         for name, endpoint in lab.endpoints.items():
             print(f"{name}: ssh {endpoint.user}@{endpoint.address} -p {endpoint.port}")
-    print(
-        f"reach them: npabench ssh-config {args.topology} > lab.ssh && ssh -F lab.ssh HOST"
-    )
+    print(f"reach them: npabench ssh-config {args.topology} > lab.ssh && ssh -F lab.ssh HOST")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""What runs on a test host's data path: vmxnet3 shell, plugin interface, vendor plugins, PF control.
+"""What runs on a test host's data path.
 
+The vmxnet3 shell, the plugin interface, vendor plugins and PF control.
 Empty until the NIC emulator and real SR-IOV issues land; see ../shared/ARCHITECTURE.md.
 """

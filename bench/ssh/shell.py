@@ -83,18 +83,27 @@ def quote_for_eval(command: str) -> str:
     return "'" + command.replace("'", "'\\''") + "'"
 
 
-def kill_group_command(pid: int, grace: float = 0.2) -> str:
-    """Shell code that TERMs process group ``pid``, then KILLs it after ``grace`` s.
+def kill_jobs_command(shell_pid: int, grace: float = 0.2) -> str:
+    """Shell code that stops the running job of persistent shell ``shell_pid``.
 
-    It returns as soon as the group is gone, and ignores a group that no longer
-    exists (the command may have just finished).
+    The job is the shell's only child (earlier jobs were waited for; what
+    they left in the background was re-parented when they ended) and, with
+    job control on, the leader of its own process group. The code TERMs each
+    such group, KILLs whatever is left after ``grace`` s, and returns as soon
+    as the groups are gone. Plain POSIX sh reading /proc, so it needs no
+    procps on the host.
     """
     steps = max(1, round(grace / 0.02))
     return (
-        f"kill -TERM -- -{pid} 2>/dev/null || exit 0; "
-        f"i=0; while [ $i -lt {steps} ]; do sleep 0.02; "
-        f"kill -0 -- -{pid} 2>/dev/null || exit 0; i=$((i+1)); done; "
-        f"kill -KILL -- -{pid} 2>/dev/null; exit 0"
+        "jobs=; for f in /proc/[0-9]*/stat; do read -r l 2>/dev/null < $f || continue; "
+        "r=${l##*) }; set -- $r; d=${f%/stat}; "
+        f'[ "$2" = {shell_pid} ] && jobs="$jobs ${{d#/proc/}}"; '
+        'done; [ -n "$jobs" ] || exit 0; '
+        "for p in $jobs; do kill -TERM -- -$p 2>/dev/null; done; "
+        f"i=0; while [ $i -lt {steps} ]; do sleep 0.02; alive=; "
+        "for p in $jobs; do kill -0 -- -$p 2>/dev/null && alive=1; done; "
+        '[ -n "$alive" ] || exit 0; i=$((i+1)); done; '
+        "for p in $jobs; do kill -KILL -- -$p 2>/dev/null; done; exit 0"
     )
 
 
@@ -137,7 +146,6 @@ class _Frames:
     def __init__(self, pending: PendingCommand) -> None:
         token = pending.token.encode()
         self.pending = pending
-        self.pid_prefix = token + b" P "
         self.end_prefix = token + b" R "
         self.err_end = token + b" E\n"
         self._out_scan = 0
@@ -163,18 +171,10 @@ class _Frames:
             self._err_scan = max(0, len(err) - len(self.err_end))
         return self.end_at >= 0 and self.err_end_at >= 0
 
-    def pid(self, out: bytearray) -> int | None:
-        """The job's PID, if its frame has arrived."""
-        found = _find_frame(out, self.pid_prefix)
-        return None if found is None else found[2]
-
     def output(self, out: bytearray, err: bytearray) -> tuple[str, str]:
         """The command's stdout and stderr so far, with every frame cut out."""
         stdout = out[: self.end_at] if self.end_at >= 0 else bytearray(out)
         stderr = err[: self.err_end_at] if self.err_end_at >= 0 else err
-        found = _find_frame(stdout, self.pid_prefix)
-        if found is not None:
-            del stdout[found[0] : found[0] + found[1]]
         return decode(stdout), decode(stderr)
 
 
@@ -272,9 +272,8 @@ class PersistentShell:
         assert channel is not None
         token = _new_token()
         line = (
-            f"( eval {quote_for_eval(command)} ) </dev/null & __p=$!; "
-            f"printf '%s P %d\\n' {token} $__p; wait $__p 2>/dev/null; __rc=$?; "
-            f"printf '%s R %d\\n' {token} $__rc; printf '%s E\\n' {token} >&2\n"
+            f"( eval {quote_for_eval(command)} ) </dev/null & wait $! 2>/dev/null; "
+            f"printf '%s R %d\\n' {token} $?; printf '%s E\\n' {token} >&2\n"
         )
         try:
             # Whatever arrived since the last command is late output of its
@@ -362,11 +361,11 @@ class PersistentShell:
     def _stop_overdue(self, frames: _Frames) -> None:
         """Kill an overdue command's process group, recover the shell, raise CommandTimeout."""
         pending = frames.pending
-        pid = frames.pid(self._out)
+        shell_pid = self._shell_pid
         recovered = False
-        if pid is not None:
+        if shell_pid is not None:
             try:
-                run_oneshot(self._host, self._transport, kill_group_command(pid), KILL_GRACE)
+                run_oneshot(self._host, self._transport, kill_jobs_command(shell_pid), KILL_GRACE)
                 recovered = self._wait_for(frames, time.monotonic() + KILL_GRACE)
             except HostError:
                 recovered = False
