@@ -11,9 +11,12 @@ conformance catalogue. Each finished test is appended to ``--results``.
 from __future__ import annotations
 
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -36,7 +39,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--artifacts", default=None, metavar="DIR", help="per-test artifacts root")
 
 
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwind like Ctrl-C, so the lab fixture tears down
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # A nightly job stopped with SIGTERM must not leave its lab behind.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     config.addinivalue_line("markers", "requires(*caps): capabilities the topology must offer")
     config.addinivalue_line("markers", "catalogue(*ids): conformance catalogue scenario IDs")
     path = config.getoption("--topology")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
 
-#: Offset of the first host in the management network (.1 is the controller).
-FIRST_HOST_OFFSET = 10
+from bench.topology.checks import MANAGEMENT_FIRST_HOST as FIRST_HOST_OFFSET
 
 
 def netns_name(lab: str, host: str) -> str:

@@ -16,8 +16,8 @@ from bench.topology.model import Host, Topology
 from bench.topology.source import FieldPath, SourceDocument
 
 #: Offset of the first emulated host in the management network; the addresses
-#: below it are the bench's (.1 is the controller). Must match
-#: ``bench.lab.naming.FIRST_HOST_OFFSET``, which places host i at offset + i.
+#: below it are the bench's (.1 is the controller). ``bench.lab.naming`` places
+#: emulated host i at this offset + i.
 MANAGEMENT_FIRST_HOST = 10
 
 
@@ -189,7 +189,11 @@ def _unique_macs(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPat
 
 
 def _networks(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, str]]:
-    networks: list[tuple[IPv4Network, FieldPath]] = [(topo.lab.management, ("lab", "management"))]
+    # The management network is the bench's own only when it makes emulated hosts.
+    emulated = sum(1 for h in topo.hosts if h.backend == "emulated")
+    networks: list[tuple[IPv4Network, FieldPath]] = (
+        [(topo.lab.management, ("lab", "management"))] if emulated else []
+    )
     networks += [
         (s.subnet, ("switches", i, "subnet"))
         for i, s in enumerate(topo.switches)
@@ -205,7 +209,6 @@ def _networks(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, 
                     "expected lab networks that do not overlap",
                 )
                 break
-    emulated = sum(1 for h in topo.hosts if h.backend == "emulated")
     room = max(topo.lab.management.num_addresses - MANAGEMENT_FIRST_HOST - 1, 0)
     if emulated > room:
         yield (
@@ -217,6 +220,8 @@ def _networks(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, 
 
 def _addresses(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, str]]:
     subnets = {s.name: s.subnet for s in topo.switches}
+    has_emulated = any(h.backend == "emulated" for h in topo.hosts)
+    mgmt = topo.lab.management if has_emulated else None
     placed: list[tuple[IPv4Interface, str | None, FieldPath]] = [
         (iface.address, iface.switch, ("hosts", h, "interfaces", i, "address"))
         for h, host in enumerate(topo.hosts)
@@ -236,13 +241,16 @@ def _addresses(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath,
         else:
             used[address.ip] = path
         subnet = subnets.get(switch) if switch else None
-        fault = _address_fault(address, switch, subnet, topo.lab.management)
+        fault = _address_fault(address, switch, subnet, mgmt)
         if fault:
             yield path, fault
 
 
 def _address_fault(
-    address: IPv4Interface, switch: str | None, subnet: IPv4Network | None, mgmt: IPv4Network
+    address: IPv4Interface,
+    switch: str | None,
+    subnet: IPv4Network | None,
+    mgmt: IPv4Network | None,
 ) -> str | None:
     """The one thing wrong with a data address, if anything (one fault, one issue)."""
     ip, net = address.ip, address.network
@@ -256,7 +264,7 @@ def _address_fault(
     if net.prefixlen <= 30 and ip in (net.network_address, net.broadcast_address):
         which = "network" if ip == net.network_address else "broadcast"
         return f"expected a host address of {net}, got its {which} address {ip}"
-    if subnet is None and ip in mgmt:
+    if subnet is None and mgmt is not None and ip in mgmt:
         # With a subnet, the subnet's overlap with management is the one fault.
         return f"expected an address outside the management network {mgmt}, got {ip}"
     return None

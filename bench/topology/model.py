@@ -57,6 +57,8 @@ InterfaceName = Annotated[
     ),
 ]
 MacAddress = Annotated[str, AfterValidator(_unicast_mac)]
+#: A whole number; YAML's yes/no/true/false are refused rather than read as 1/0.
+Count = Annotated[int, Field(strict=True)]
 PciAddress = Annotated[str, AfterValidator(_pci_address)]
 
 
@@ -103,7 +105,7 @@ class SshAccess(_Strict):
     """How the controller reaches a real host."""
 
     address: str = Field(min_length=1, description="IP address or DNS name of the host")
-    port: int = Field(default=22, ge=1, le=65535)
+    port: Count = Field(default=22, ge=1, le=65535)
     user: str = Field(default="root", min_length=1)
     key: str = Field(min_length=1, description="private key file (relative to the topology file)")
     known_hosts: str = Field(
@@ -133,7 +135,7 @@ class Nic(_Strict):
         description="emulated NIC model (emulated hosts)",
     )
     pci: PciAddress | None = Field(default=None, description="PF PCI address (real hosts)")
-    vfs: int = Field(default=0, ge=0, le=256, description="number of VFs to create")
+    vfs: Count = Field(default=0, ge=0, le=256, description="number of VFs to create")
     link: InterfaceName | None = Field(
         default=None, description="the host interface that is this NIC's uplink"
     )
@@ -169,7 +171,7 @@ class Instrument(_Strict):
     resource: str | None = Field(
         default=None, description="VISA resource string, e.g. TCPIP0::10.0.0.5::5025::SOCKET"
     )
-    channels: int = Field(default=1, ge=1, le=64)
+    channels: Count = Field(default=1, ge=1, le=64)
 
 
 class Guest(_Strict):
@@ -195,7 +197,7 @@ class Limits(_Strict):
     migration_downtime_ms: float = Field(
         default=1000.0, gt=0, description="longest migration downtime allowed"
     )
-    loss_packets: int = Field(
+    loss_packets: Count = Field(
         default=0, ge=0, description="packets that may be lost outside the measured downtime"
     )
     migration_timeout_s: float = Field(

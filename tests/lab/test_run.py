@@ -67,6 +67,11 @@ def test_run_writes_results_junit_and_summary_and_tears_down(tmp_path: Path) -> 
     junit = ET.parse(report / "junit.xml").getroot()
     props = {p.get("name"): p.get("value") for p in junit.iter("property")}
     assert props["lab"] == name and props["topology"] == str(path) and props["bench_version"]
+    case = next(c for c in junit.iter("testcase") if c.get("name") == "test_passes")
+    case_props = {(p.get("name"), p.get("value")) for p in case.iter("property")}
+    assert ("catalogue", "DP-02") in case_props
+    host_log = (report / "artifacts" / "hosts" / "h1.log").read_text()
+    assert "echo seen; exit 4" in host_log
     summary = (report / "summary.md").read_text()
     assert "| DP-02 |" in summary and "failed" in summary
     assert leftovers(name) == []
