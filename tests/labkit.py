@@ -7,14 +7,17 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
 from bench.lab.naming import link_alias, netns_prefix
 from bench.lab.state import state_root
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -81,6 +84,25 @@ def npabench(
             f"npabench {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
         )
     return done
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.005)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def cmdline(pid: int) -> str:
+    """The command line of ``pid`` ('' if it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
 
 
 def pid_alive(pid: int) -> bool:

@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 from bench.lab.state import state_root
-from tests.labkit import leftovers, npabench, write_topology
-
-
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+from tests.labkit import leftovers, npabench, pid_alive, wait_for, write_topology
 
 
 def _journal(lab: str) -> dict | None:
@@ -32,7 +21,7 @@ def test_cleanup_after_sigkill_during_up(tmp_path: Path, spawn_cli) -> None:
     path, name = write_topology(tmp_path, hosts=8)
     controller = spawn_cli("up", str(path))
     # Kill as soon as the first sshd exists: namespaces and links are half made.
-    journal = _wait_for(
+    journal = wait_for(
         lambda: (j := _journal(name)) and any(r["kind"] == "process" for r in j["resources"]) and j,
         timeout=60,
         what="the first sshd in the journal",
@@ -63,21 +52,14 @@ def test_cleanup_after_sigkill_during_run(tmp_path: Path, spawn_cli) -> None:
         "        time.sleep(0.05)\n"
     )
     controller = spawn_cli("run", str(path), "--suite", str(suite), "--report", str(tmp_path / "r"))
-    _wait_for(gate.exists, timeout=90, what="the suite to start")
-    child = int(_wait_for(lambda: gate.read_text().strip(), timeout=5, what="the pytest pid"))
+    wait_for(gate.exists, timeout=90, what="the suite to start")
+    child = int(wait_for(lambda: gate.read_text().strip(), timeout=5, what="the pytest pid"))
     pids = [r["pid"] for r in _journal(name)["resources"] if r["kind"] == "process"]
     controller.send_signal(signal.SIGKILL)
     controller.communicate()
-    _wait_for(lambda: not Path(f"/proc/{child}").exists() or _zombie(child), 10, "pytest to die")
+    wait_for(lambda: not pid_alive(child), 10, "pytest to die")
 
     done = npabench("cleanup", name)
     assert done.returncode == 0, done.stderr
     assert f"namespace npa-{name}-h0" in done.stdout
     assert leftovers(name, [*pids, child]) == []
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True

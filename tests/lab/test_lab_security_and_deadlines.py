@@ -13,7 +13,14 @@ import pytest
 from bench.lab import attach
 from bench.lab.state import state_root
 from bench.ssh import HostKeyMismatch, SshHost
-from tests.labkit import leftovers, npabench, recorded_pids, write_topology
+from tests.labkit import (
+    cmdline,
+    leftovers,
+    npabench,
+    recorded_pids,
+    wait_for,
+    write_topology,
+)
 
 
 @pytest.fixture
@@ -26,15 +33,6 @@ def lab_path(tmp_path: Path):
     assert leftovers(name, pids) == []
 
 
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def test_changed_host_key_is_refused(lab_path) -> None:
     path, name = lab_path
     host_dir = state_root() / name / "hosts" / "h1"
@@ -45,7 +43,7 @@ def test_changed_host_key_is_refused(lab_path) -> None:
     key.with_suffix(".pub").unlink()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     assert key.with_suffix(".pub").read_text() != old_public
-    sshd_pid = next(p for p in recorded_pids(name) if "h1/sshd_config" in _cmdline(p))
+    sshd_pid = next(p for p in recorded_pids(name) if "h1/sshd_config" in cmdline(p))
     os.kill(sshd_pid, signal.SIGHUP)
 
     with attach(path) as lab:
@@ -60,7 +58,7 @@ def test_changed_host_key_is_refused(lab_path) -> None:
             ).stdout
             return old_public.split()[1] not in out and "ssh-ed25519" in out
 
-        _wait_for(presents_new_key, 10, "sshd to serve the new host key")
+        wait_for(presents_new_key, 10, "sshd to serve the new host key")
         with pytest.raises(HostKeyMismatch) as refused:
             SshHost(endpoint).connect()
         assert "h1" in str(refused.value) and endpoint.address in str(refused.value)
@@ -69,13 +67,6 @@ def test_changed_host_key_is_refused(lab_path) -> None:
     cli = npabench("exec", str(path), "h1", "--", "touch /tmp/should-not-run")
     assert cli.returncode == 3
     assert "h1" in cli.stderr and "Traceback" not in cli.stderr
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-    except OSError:
-        return ""
 
 
 def test_command_past_its_deadline_is_stopped_and_reported(lab_path) -> None:
@@ -91,5 +82,5 @@ def test_command_past_its_deadline_is_stopped_and_reported(lab_path) -> None:
     pids = subprocess.run(
         ["ip", "netns", "pids", f"npa-{name}-h0"], capture_output=True, text=True
     ).stdout.split()
-    commands = [_cmdline(int(p)) for p in pids]
+    commands = [cmdline(int(p)) for p in pids]
     assert not [c for c in commands if "sleep" in c], commands

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from tests.labkit import leftovers, npabench, write_topology
+from tests.labkit import leftovers, npabench, wait_for, write_topology
 
 SUITE = """
 import os, pathlib, time
@@ -99,10 +98,7 @@ def test_ctrl_c_keeps_finished_results_and_tears_down(tmp_path: Path, spawn_cli)
         str(report),
         env={**os.environ, "NPABENCH_TEST_GATE": str(gate)},
     )
-    deadline = time.monotonic() + 90
-    while not gate.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert gate.exists(), "the blocking test never started"
+    wait_for(gate.exists, 90, "the blocking test to start")
     controller.send_signal(signal.SIGINT)
     _, stderr = controller.communicate(timeout=60)
     assert controller.returncode == 130, stderr
