@@ -7,8 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOPOLOGY ?= topologies/emulated-lab.yaml
 REPORT ?= report
-APT_PACKAGES := openssh-server openssh-client iproute2 iputils-ping tcpdump procps \
-                python3-venv python3-dev
+APT_PACKAGES := openssh-server openssh-client iproute2 iputils-ping tcpdump procps python3-venv
 LINTED := bench drivers nic_emulators tests conftest.py
 
 .PHONY: setup system run test bench lint clean

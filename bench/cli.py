@@ -22,6 +22,7 @@ from bench import __version__
 from bench.errors import BenchError, UsageError
 from bench.lab import Lab, LabState, attach, bring_down, bring_up, cleanup_lab
 from bench.lab.naming import netns_prefix
+from bench.runner import REPO_ROOT, run_suite
 from bench.ssh import render_ssh_config, run_on_all
 from bench.topology import Topology, load_topology
 
@@ -138,10 +139,9 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner import run_suite
-
+    topology = Path(args.topology) if args.topology else REPO_ROOT / DEFAULT_TOPOLOGY
     return run_suite(
-        Path(args.topology),
+        topology,
         report_dir=Path(args.report),
         keyword=args.k,
         suite=Path(args.suite) if args.suite else None,
@@ -189,7 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("exec", "run a command on lab host(s) over SSH; exit with its exit status")
     p.add_argument("topology", help="topology file")
     p.add_argument("host", help="host name, comma-separated names, or 'all'")
-    p.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="deadline in seconds (default: the topology's limits.command_timeout_s)",
+    )
     p.add_argument("command", nargs="*", help="the command; put it after -- if it has options")
     p.set_defaults(func=cmd_exec)
 
@@ -198,9 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ssh_config)
 
     p = add("run", "bring the lab up, run the conformance suite, write results, tear down")
-    p.add_argument("topology", nargs="?", default=DEFAULT_TOPOLOGY, help="topology file")
+    p.add_argument(
+        "topology", nargs="?", default=None, help=f"topology file (default: {DEFAULT_TOPOLOGY})"
+    )
     p.add_argument("-k", default=None, metavar="EXPR", help="only tests matching EXPR (pytest -k)")
-    p.add_argument("--report", default="report", metavar="DIR", help="report directory")
+    p.add_argument("--report", default="report", metavar="DIR", help="report directory (report)")
     p.add_argument("--suite", default=None, help="test directory (default: tests/conformance)")
     p.epilog = "Arguments after -- go to pytest, e.g. npabench run FILE -- -x -vv"
     p.set_defaults(func=cmd_run)
