@@ -10,19 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from bench import __version__
-from bench.errors import BenchError, UsageError
+from bench.errors import BenchError, LabError, UsageError
 from bench.lab import Lab, LabState, attach, bring_down, bring_up, cleanup_lab
-from bench.lab.naming import netns_prefix
+from bench.lab.naming import NETNS_PREFIX
+from bench.lab.teardown import labs_with_links
 from bench.runner import REPO_ROOT, run_suite
+from bench.signals import sigterm_interrupts
 from bench.ssh import render_ssh_config, run_on_all
 from bench.topology import Topology, load_topology
 
@@ -35,10 +35,16 @@ def progress(message: str) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    failed: list[BenchError] = []
     for path in args.topology:
-        topo = load_topology(path)
+        try:
+            topo = load_topology(path)
+        except BenchError as err:
+            failed.append(err)
+            print(f"npabench: error: {err}", file=sys.stderr)
+            continue
         print(f"{path}: ok ({_summary(topo)})")
-    return 0
+    return failed[0].exit_status if failed else 0
 
 
 def _summary(topo: Topology) -> str:
@@ -74,21 +80,35 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     labs = args.lab or _labs_on_this_machine()
     if not labs:
         progress("no lab to clean up")
+    busy = []
     for lab in labs:
+        state = _readable_state(lab)
+        if state is not None and state.controller_alive() and not args.force:
+            busy.append(f"{lab} (in use by process {state.controller_pid})")
+            continue
         for item in cleanup_lab(lab, progress):
             print(f"removed {item}")
+    if busy:
+        raise UsageError(f"left alone, still in use: {', '.join(busy)}; --force removes them")
     return 0
 
 
+def _readable_state(lab: str) -> LabState | None:
+    try:
+        return LabState.load(lab)
+    except LabError:
+        return None  # cleanup_lab reports it and sweeps by marks
+
+
 def _labs_on_this_machine() -> list[str]:
-    """Labs with a state directory, plus labs whose namespaces outlived their state."""
+    """Labs with a state directory, plus labs whose namespaces or links outlived their state."""
     labs = set(LabState.known_labs())
     netns = Path("/run/netns")
     if netns.is_dir():
-        prefix = netns_prefix("")
         for entry in netns.iterdir():
-            if entry.name.startswith(prefix):
-                labs.add(entry.name.removeprefix(prefix).split("-", 1)[0])
+            if entry.name.startswith(NETNS_PREFIX):
+                labs.add(entry.name.removeprefix(NETNS_PREFIX).split("-", 1)[0])
+    labs |= labs_with_links()
     return sorted(labs)
 
 
@@ -115,9 +135,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     if not args.command:
         raise UsageError("exec: no command given (usage: npabench exec FILE HOST -- CMD ...)")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"exec: --timeout must be more than 0 seconds, got {args.timeout:g}")
     command = " ".join(args.command)
     with attach(Path(args.topology)) as lab:
         names = list(lab.endpoints) if args.host == "all" else args.host.split(",")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise UsageError(f"exec: host(s) named twice: {', '.join(twice)}")
         hosts = lab.hosts(names)
         timeout = args.timeout or lab.topology.limits.command_timeout_s
         results = run_on_all(hosts, command, timeout=timeout)
@@ -179,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("cleanup", "remove every trace of labs on this machine, even after a crash")
     p.add_argument("lab", nargs="*", help="lab names (default: every lab found here)")
+    p.add_argument(
+        "--force", action="store_true", help="also labs whose controller (up/run) is still running"
+    )
     p.set_defaults(func=cmd_cleanup)
 
     p = add("status", "show whether the lab is up and how to reach each host")
@@ -215,11 +243,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM behaves like Ctrl-C: unwind, so every `finally` tears down.
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     after_dashes: list[str] = []
@@ -231,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.pytest_args = after_dashes
     elif args.command_name == "exec" and after_dashes:
         args.command = after_dashes
-    signal.signal(signal.SIGTERM, _terminate)
+    sigterm_interrupts()  # SIGTERM unwinds like Ctrl-C, so every `finally` tears down
     try:
         status: int = args.func(args)
         return status

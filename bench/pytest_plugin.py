@@ -3,28 +3,30 @@
 Fixtures: ``topology``, ``limits``, ``lab`` (session; attaches to a lab that
 is already up, else brings one up and tears it down at the end), ``hosts``
 (name -> connected SSH driver), ``artifacts`` (a directory per test).
-Markers: ``requires("hosts:3", "instrument:power-supply", ...)`` skips with
-the missing capabilities named; ``catalogue("DP-02")`` ties a test to the
-conformance catalogue. Each finished test is appended to ``--results``.
+Markers: ``requires("hosts:3", "instrument:power-supply", ...)`` skips unless
+the lab provides every capability named (``bench.capabilities``: the topology
+must declare it *and* its backends must realise it; an unknown capability is
+a collection error); ``catalogue("DP-02")`` ties a test to the conformance
+catalogue. ``--results`` gets a run header, then one record per finished test
+(its setup/call/teardown folded, the worst outcome winning).
 """
 
 from __future__ import annotations
 
 import re
-import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 
 import pytest
 
 from bench import __version__
+from bench.capabilities import KNOWN_FORMS, is_known, unmet
 from bench.errors import BenchError
 from bench.lab import Lab, LabState, attach, bring_up_topology
 from bench.lab.teardown import tear_down
-from bench.results import ResultWriter, TestResult
+from bench.results import ResultWriter, RunHeader, TestResult
+from bench.signals import shielded, sigterm_interrupts
 from bench.ssh import SshHost
 from bench.topology import Limits, Topology, load_topology
 
@@ -39,15 +41,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--artifacts", default=None, metavar="DIR", help="per-test artifacts root")
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # unwind like Ctrl-C, so the lab fixture tears down
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    # A nightly job stopped with SIGTERM must not leave its lab behind.
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
-    config.addinivalue_line("markers", "requires(*caps): capabilities the topology must offer")
+    # A nightly job stopped with SIGTERM must not leave its lab behind: unwind like Ctrl-C.
+    sigterm_interrupts()
+    config.addinivalue_line("markers", "requires(*caps): capabilities the lab must provide")
     config.addinivalue_line("markers", "catalogue(*ids): conformance catalogue scenario IDs")
     path = config.getoption("--topology")
     try:
@@ -58,8 +55,35 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_ARTIFACTS] = Path(artifacts or config.rootpath / "report" / "artifacts")
     results = config.getoption("--results")
     if results:
-        recorder = ResultRecorder(ResultWriter(Path(results)), config.stash[_ARTIFACTS])
+        topo = config.stash[_TOPOLOGY]
+        header = RunHeader(
+            topology=str(Path(path).resolve()) if path else "",
+            lab=topo.lab.name if topo is not None else "",
+            bench_version=__version__,
+        )
+        recorder = ResultRecorder(ResultWriter(Path(results)), config.stash[_ARTIFACTS], header)
         config.pluginmanager.register(recorder, "npabench-results")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """A ``requires`` naming an unknown capability fails the collection of its test's parent."""
+    report = yield
+    if not report.passed:
+        return report
+    bad = [
+        f"{item.nodeid}: unknown capability {cap!r} in @pytest.mark.requires"
+        for item in report.result
+        if isinstance(item, pytest.Item)
+        for cap in _required(item)
+        if not is_known(cap)
+    ]
+    if not bad:
+        return report
+    longrepr = "\n".join([*bad, f"known capabilities: {', '.join(KNOWN_FORMS)}"])
+    return pytest.CollectReport(report.nodeid, "failed", longrepr, [])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -67,16 +91,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         # Catalogue IDs travel with every report (and into JUnit XML as properties).
         item.user_properties += [("catalogue", i) for i in _catalogue_ids(item)]
-        marker = item.get_closest_marker("requires")
-        if marker is None:
+        required = _required(item)
+        if not required:
             continue
         if topology is None:
             item.add_marker(pytest.mark.skip(reason="needs a lab: no --topology given"))
             continue
-        missing = [cap for cap in marker.args if cap not in topology.capabilities()]
-        if missing:
-            reason = f"topology lab {topology.lab.name!r} lacks {', '.join(missing)}"
+        reason = unmet(topology, required)
+        if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _required(item: pytest.Item) -> list[str]:
+    """Every capability the test's ``requires`` markers name (function, class and module)."""
+    return list(dict.fromkeys(a for m in item.iter_markers("requires") for a in m.args))
 
 
 def _catalogue_ids(item: pytest.Item) -> tuple[str, ...]:
@@ -112,9 +140,13 @@ def lab(pytestconfig: pytest.Config, topology: Topology) -> Iterator[Lab]:
     try:
         yield the_lab
     finally:
-        the_lab.close()
-        if owned:
-            tear_down(the_lab.state, lambda _: None)
+        try:
+            the_lab.close()
+        finally:
+            if owned:
+                # A second Ctrl-C or a SIGTERM waits until the lab is gone.
+                with shielded():
+                    tear_down(the_lab.state, lambda _: None)
 
 
 @pytest.fixture(scope="session")
@@ -150,13 +182,22 @@ def artifacts_dir(root: Path, nodeid: str) -> Path:
     return root / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")
 
 
+#: How bad each outcome is: across setup/call/teardown the worst wins (ties: the first).
+_RANK = {"passed": 0, "xpassed": 1, "skipped": 2, "xfailed": 2, "failed": 3, "error": 3}
+
+
 def _outcome(report: pytest.TestReport) -> str:
-    if report.failed:
+    xfail = hasattr(report, "wasxfail")
+    if report.failed:  # a strict XPASS is reported failed, and recorded so
         return "failed" if report.when == "call" else "error"
-    return "skipped" if report.skipped else "passed"
+    if report.skipped:
+        return "xfailed" if xfail else "skipped"
+    return "xpassed" if xfail else "passed"
 
 
 def _message(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail") and not report.failed:
+        return str(report.wasxfail)  # the xfail reason
     if report.skipped and isinstance(report.longrepr, tuple):
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     if report.failed:
@@ -168,18 +209,25 @@ def _message(report: pytest.TestReport) -> str:
 
 
 class ResultRecorder:
-    """Folds each test's setup/call/teardown reports into one result and appends it at once."""
+    """Folds each test's setup/call/teardown reports into one result and appends it at once.
 
-    def __init__(self, writer: ResultWriter, artifacts_root: Path) -> None:
+    The worst outcome wins (error/failed > skipped/xfailed > xpassed > passed), and
+    among equals the first, with its message: a test skipped in setup whose
+    teardown fails is an error; a failed call keeps its outcome and message over a
+    later teardown error. The run's header is written when the recorder is made.
+    """
+
+    def __init__(self, writer: ResultWriter, artifacts_root: Path, header: RunHeader) -> None:
         self.writer = writer
         self.artifacts_root = artifacts_root
         self._pending: dict[str, TestResult] = {}
+        writer.start(header)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         previous = self._pending.get(report.nodeid)
         outcome, message = _outcome(report), _message(report)
-        if previous is not None and previous.outcome != "passed":
-            outcome, message = previous.outcome, previous.message  # first failure wins
+        if previous is not None and _RANK[previous.outcome] >= _RANK[outcome]:
+            outcome, message = previous.outcome, previous.message
         catalogue = tuple(str(v) for k, v in report.user_properties if k == "catalogue")
         duration = report.duration + (previous.duration if previous else 0.0)
         result = TestResult(report.nodeid, outcome, duration, catalogue, message)

@@ -9,20 +9,24 @@ finished result on disk.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 import bench
 from bench.errors import LabError
 from bench.lab import bring_up_topology
 from bench.lab.teardown import tear_down
+from bench.progress import Progress
 from bench.results import read_results, write_summary
+from bench.signals import shielded
 from bench.topology import load_topology
 
-Progress = Callable[[str], None]
 REPO_ROOT = Path(bench.__file__).resolve().parent.parent
 DEFAULT_SUITE = REPO_ROOT / "tests" / "conformance"
 
@@ -80,13 +84,16 @@ def run_suite(
     pytest_args: Sequence[str],
     progress: Progress,
 ) -> int:
-    """Run the conformance suite on a fresh lab; return 0 if every test passed, else 1."""
+    """Run the conformance suite on a fresh lab; return the ``npabench`` exit status.
+
+    0 every test passed; 1 a test failed or none ran; 2 bad pytest arguments;
+    3 pytest itself failed; 130 interrupted.
+    """
     topology = load_topology(topology_path)  # a bad file fails here, before anything is made
     suite = suite or DEFAULT_SUITE
     if not suite.exists():
         raise LabError(f"test suite {suite} does not exist")
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "results.jsonl").unlink(missing_ok=True)
+    _clear_report(report_dir)
     argv = pytest_command(
         topology_path.resolve(), report_dir.resolve(), suite, keyword, pytest_args
     )
@@ -100,12 +107,37 @@ def run_suite(
             _stop_child(child)
             raise
     finally:
-        lab.close()
-        tear_down(lab.state, progress)
-        results = read_results(report_dir / "results.jsonl")
-        summary = write_summary(report_dir, topology, results)
-        progress(f"report: {summary}")
-    if status == 5:
+        with shielded():  # a second Ctrl-C must not cut the teardown or the report short
+            try:
+                lab.close()
+            finally:
+                tear_down(lab.state, progress)
+                results = read_results(report_dir / "results.jsonl")
+                summary = write_summary(report_dir, topology, results)
+                progress(f"report: {summary}")
+    if status == pytest.ExitCode.NO_TESTS_COLLECTED:
         progress("no test was selected or collected")
-        return 1
-    return 0 if status == 0 else 1
+    return _EXIT_STATUS.get(pytest.ExitCode(status), 3) if status in _CODES else 3
+
+
+#: pytest's exit code -> npabench's (see bench.cli).
+_EXIT_STATUS = {
+    pytest.ExitCode.OK: 0,
+    pytest.ExitCode.TESTS_FAILED: 1,
+    pytest.ExitCode.INTERRUPTED: 130,
+    pytest.ExitCode.INTERNAL_ERROR: 3,
+    pytest.ExitCode.USAGE_ERROR: 2,
+    pytest.ExitCode.NO_TESTS_COLLECTED: 1,
+}
+_CODES = {int(code) for code in _EXIT_STATUS}
+
+
+def _clear_report(report_dir: Path) -> None:
+    """Remove what an earlier run wrote, so a report never mixes two runs.
+
+    Only the bench's own files: the directory may hold other things of the user's.
+    """
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("results.jsonl", "junit.xml", "summary.md"):
+        (report_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(report_dir / "artifacts", ignore_errors=True)

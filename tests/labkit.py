@@ -15,6 +15,7 @@ from typing import TypeVar
 import yaml
 
 from bench.lab.naming import link_alias, netns_prefix
+from bench.lab.processes import pids_mentioning
 from bench.lab.state import state_root
 
 T = TypeVar("T")
@@ -126,6 +127,8 @@ def leftovers(lab: str, pids: Sequence[int] = ()) -> list[str]:
     if (state_root() / lab).exists():
         found.append(f"state directory {state_root() / lab}")
     found += [f"process {pid}" for pid in pids if pid_alive(pid)]
+    # Any daemon started for the lab (journalled or not) names its state directory.
+    found += [f"process {pid}" for pid in pids_mentioning(f"{state_root() / lab}/")]
     return found
 
 

@@ -77,7 +77,12 @@ class Lab:
             if n not in self._hosts
         ]
         if fresh:
-            connect_all(fresh)
+            try:
+                connect_all(fresh)
+            except BaseException:
+                for host in fresh:  # those that did connect must not leak
+                    host.close()
+                raise
             self._hosts.update({h.endpoint.host: h for h in fresh})
         return [self._hosts[n] for n in wanted]
 

@@ -8,7 +8,6 @@ nothing behind.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from bench.errors import LabError
@@ -16,22 +15,17 @@ from bench.lab.backends import backend_for
 from bench.lab.lab import Lab, endpoint_to_json
 from bench.lab.state import LabState
 from bench.lab.teardown import tear_down
+from bench.progress import Progress, silent
 from bench.topology import Topology, load_topology
 
-Progress = Callable[[str], None]
 
-
-def _silent(_: str) -> None:
-    pass
-
-
-def bring_up(topology_path: Path, progress: Progress = _silent) -> Lab:
+def bring_up(topology_path: Path, progress: Progress = silent) -> Lab:
     """Make the lab of ``topology_path`` and return it; on any failure, leave nothing behind."""
     topology = load_topology(topology_path)
     return bring_up_topology(topology, topology_path, progress)
 
 
-def bring_up_topology(topology: Topology, topology_path: Path, progress: Progress = _silent) -> Lab:
+def bring_up_topology(topology: Topology, topology_path: Path, progress: Progress = silent) -> Lab:
     """Like ``bring_up`` for an already loaded topology."""
     started = time.monotonic()
     deadline = started + topology.limits.lab_up_timeout_s
@@ -49,7 +43,10 @@ def bring_up_topology(topology: Topology, topology_path: Path, progress: Progres
         state.save()
     except BaseException:
         progress("bring-up failed; tearing down what was made")
-        tear_down(state, progress)
+        try:
+            tear_down(state, progress)
+        except LabError as err:  # report it, but the original failure is the news
+            progress(str(err))
         raise
     progress(f"lab {topology.lab.name} up in {time.monotonic() - started:.2f} s")
     return Lab(topology, topology_path, state)
@@ -65,10 +62,15 @@ def attach(topology_path: Path) -> Lab:
             f"lab {topology.lab.name!r} is {what}; run `npabench up {topology_path}` "
             f"(or `npabench cleanup {topology.lab.name}` to clear a broken one)"
         )
+    if state.topology and state.topology != str(topology_path.resolve()):
+        raise LabError(
+            f"lab {topology.lab.name!r} is up from another topology file, {state.topology}; "
+            f"two files must not share a lab name (this one is {topology_path})"
+        )
     return Lab(topology, topology_path, state)
 
 
-def bring_down(topology_path: Path, progress: Progress = _silent) -> list[str]:
+def bring_down(topology_path: Path, progress: Progress = silent) -> list[str]:
     """Tear down the lab of ``topology_path``; a lab that is not up is not an error."""
     topology = load_topology(topology_path)
     state = LabState.load(topology.lab.name)

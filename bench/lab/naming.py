@@ -14,16 +14,22 @@ from bench.topology.checks import MANAGEMENT_FIRST_HOST as FIRST_HOST_OFFSET
 
 def netns_name(lab: str, host: str) -> str:
     """Network namespace of an emulated host."""
-    return f"npa-{lab}-{host}"
+    return f"{netns_prefix(lab)}{host}"
+
+
+#: Every namespace the bench creates starts with this.
+NETNS_PREFIX = "npa-"
+#: Every root-namespace link the bench creates has an alias starting with this.
+LINK_ALIAS_PREFIX = "npabench:"
 
 
 def netns_prefix(lab: str) -> str:
-    return f"npa-{lab}-"
+    return f"{NETNS_PREFIX}{lab}-"
 
 
 def link_alias(lab: str) -> str:
     """The alias marking a root-namespace link as owned by ``lab``."""
-    return f"npabench:{lab}"
+    return f"{LINK_ALIAS_PREFIX}{lab}"
 
 
 def management_bridge(lab: str) -> str:

@@ -14,17 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.lab.procfs import is_alive, start_ticks
 from bench.lab.state import Resource
-
-
-def start_ticks(pid: int) -> int:
-    """Kernel start time of ``pid`` in clock ticks (0 if it does not exist)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    # Field 22; the command name (field 2) may contain spaces, so split after ')'.
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def spawn_in_netns(netns: str, argv: Sequence[str], what: str, log: Path) -> Resource:
@@ -47,38 +38,44 @@ def spawn_in_netns(netns: str, argv: Sequence[str], what: str, log: Path) -> Res
 
 def is_running(resource: Resource) -> bool:
     """Whether the recorded process still exists (and is the same process)."""
-    ticks = start_ticks(resource.pid)
-    if ticks == 0 or (resource.start_ticks and ticks != resource.start_ticks):
-        return False
-    try:
-        state = Path(f"/proc/{resource.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return is_alive(resource.pid, resource.start_ticks)
 
 
-def _reap(pid: int) -> None:
-    # Our own child must be reaped, or it lingers as a zombie.
+def _reap(pid: int) -> bool:
+    # Our own child must be reaped, or it lingers as a zombie. Returns False
+    # so it can sit in a filter.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+    return False
+
+
+def stop_processes(resources: Sequence[Resource], timeout: float = 3.0) -> None:
+    """SIGTERM them all, wait up to ``timeout`` for them to go, then SIGKILL the rest."""
+    running = list(resources)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        running = [r for r in running if is_running(r) or _reap(r.pid)]
+        for resource in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(resource.pid, sig)
+        deadline = time.monotonic() + timeout
+        while running and time.monotonic() < deadline:
+            for resource in running:
+                _reap(resource.pid)
+            running = [r for r in running if is_running(r)]
+            if running:
+                time.sleep(0.01)
+        if not running:
+            return
 
 
 def stop_process(resource: Resource, timeout: float = 3.0) -> None:
-    """SIGTERM, wait up to ``timeout`` for it to go, then SIGKILL."""
-    if not is_running(resource):
-        _reap(resource.pid)
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(resource.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _reap(resource.pid)
-            if not is_running(resource):
-                return
-            time.sleep(0.01)
+    """Stop one process: SIGTERM, then SIGKILL after ``timeout``."""
+    stop_processes([resource], timeout)
+
+
+def running_process(pid: int, what: str) -> Resource:
+    """A Resource for a process found running now (PID plus its start time)."""
+    return Resource(kind="process", name=what, pid=pid, start_ticks=start_ticks(pid))
 
 
 def netns_pids(netns: str) -> list[int]:
@@ -89,9 +86,20 @@ def netns_pids(netns: str) -> list[int]:
     return [int(p) for p in done.stdout.split() if p.isdigit()]
 
 
-def stop_netns_processes(netns: str, timeout: float = 3.0) -> None:
-    """Stop whatever runs in one of the lab's own namespaces (the bench started all of it)."""
-    for pid in netns_pids(netns):
-        stop_process(
-            Resource(kind="process", name=netns, pid=pid, start_ticks=start_ticks(pid)), timeout
-        )
+def pids_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains ``text`` (e.g. a lab's state directory).
+
+    Every daemon the bench starts for a lab is given files from that lab's
+    state directory, so this finds them even when no journal names them.
+    """
+    needle = text.encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.errors import LabError
@@ -66,10 +67,18 @@ def check_sshd_config(config: Path) -> None:
     run_local([SSHD, "-t", "-f", str(config)])
 
 
-def wait_for_banner(host: str, address: str, port: int, deadline: float, log: Path) -> None:
-    """Wait until sshd at ``address:port`` answers with its SSH banner, or raise LabError."""
+def wait_for_banner(
+    host: str, address: str, port: int, *, deadline: float, log: Path, alive: Callable[[], bool]
+) -> None:
+    """Wait until sshd at ``address:port`` answers with its SSH banner, or raise LabError.
+
+    Gives up at once if the sshd process (``alive``) has exited.
+    """
     last_error = "no answer"
     while time.monotonic() < deadline:
+        if not alive():
+            last_error = "sshd exited"
+            break
         try:
             with socket.create_connection((address, port), timeout=0.5) as conn:
                 conn.settimeout(max(0.1, deadline - time.monotonic()))

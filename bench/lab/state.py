@@ -8,6 +8,7 @@ something that was recorded but never made is harmless.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import LabError
+from bench.lab.procfs import is_alive, start_ticks
 
 #: Where labs keep their state; /run is a tmpfs, so a reboot forgets stale labs.
 DEFAULT_STATE_ROOT = Path("/run/npabench")
@@ -45,6 +47,7 @@ class LabState:
     topology: str = ""
     status: str = "starting"  # starting | up | stopping
     controller_pid: int = 0
+    controller_ticks: int = 0  # start time of the controller, to tell a live one from a reused PID
     started_at: float = 0.0
     resources: list[Resource] = field(default_factory=list)
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -71,6 +74,7 @@ class LabState:
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o700)
         state.controller_pid = os.getpid()
+        state.controller_ticks = start_ticks(state.controller_pid)
         state.started_at = time.time()
         state.save()
         return state
@@ -81,20 +85,27 @@ class LabState:
         directory = cls.directory_of(lab)
         try:
             raw = json.loads((directory / "state.json").read_text())
+            fields = {f.name for f in dataclasses.fields(Resource)}
+            return cls(
+                lab=str(raw.get("lab", lab)),
+                directory=directory,
+                topology=str(raw.get("topology", "")),
+                status=str(raw.get("status", "starting")),
+                controller_pid=int(raw.get("controller_pid", 0)),
+                controller_ticks=int(raw.get("controller_ticks", 0)),
+                started_at=float(raw.get("started_at", 0.0)),
+                resources=[
+                    Resource(**{k: v for k, v in r.items() if k in fields})
+                    for r in raw.get("resources", [])
+                ],
+                endpoints=dict(raw.get("endpoints", {})),
+            )
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as err:
-            raise LabError(f"cannot read the state of lab {lab!r} in {directory}: {err}") from None
-        return cls(
-            lab=raw["lab"],
-            directory=directory,
-            topology=raw.get("topology", ""),
-            status=raw.get("status", "starting"),
-            controller_pid=raw.get("controller_pid", 0),
-            started_at=raw.get("started_at", 0.0),
-            resources=[Resource(**r) for r in raw.get("resources", [])],
-            endpoints=raw.get("endpoints", {}),
-        )
+        except (OSError, ValueError, TypeError, AttributeError) as err:
+            raise LabError(
+                f"the journal of lab {lab!r} ({directory / 'state.json'}) is unreadable: {err}"
+            ) from None
 
     @staticmethod
     def known_labs() -> list[str]:
@@ -103,6 +114,12 @@ class LabState:
         if not root.is_dir():
             return []
         return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+    def controller_alive(self) -> bool:
+        """Whether the process that brought the lab up still runs (an `up` or a run going on)."""
+        return self.controller_pid != os.getpid() and is_alive(
+            self.controller_pid, self.controller_ticks
+        )
 
     def record(self, *resources: Resource) -> None:
         """Journal resources about to be created (write-ahead)."""
@@ -116,6 +133,7 @@ class LabState:
             "topology": self.topology,
             "status": self.status,
             "controller_pid": self.controller_pid,
+            "controller_ticks": self.controller_ticks,
             "started_at": self.started_at,
             "resources": [asdict(r) for r in self.resources],
             "endpoints": self.endpoints,

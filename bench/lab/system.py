@@ -18,6 +18,7 @@ def run_local(
         done = subprocess.run(
             list(argv),
             input=input_text,
+            stdin=None if input_text is not None else subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -116,10 +116,18 @@ class SshHost:
                 process.stop()
             except HostError as exc:
                 self._log.note(f"could not stop spawned pid={process.pid}: {exc}")
-        with self._lock, self._state_lock:
-            was_connected = self._transport is not None
-            self._drop_connection()
-            self._processes.clear()
+        # A command sent but never collected (a test that failed in between,
+        # Ctrl-C inside a fan-out) holds the lock: close anyway, without it; the
+        # pending collect, if it ever comes, then fails with ConnectionLost.
+        locked = self._lock.acquire(blocking=False)
+        try:
+            with self._state_lock:
+                was_connected = self._transport is not None
+                self._drop_connection()
+                self._processes.clear()
+        finally:
+            if locked:
+                self._lock.release()
         if was_connected:
             self._log.note("closed")
         self._log.close()
@@ -179,9 +187,13 @@ class SshHost:
         """
         if pending is not self._pending:
             raise RuntimeError(f"{pending!r} is not the command pending on {self.name}")
-        assert self._shell is not None
+        shell = self._shell
+        if shell is None:  # closed while the command was pending
+            self._pending = None
+            self._lock.release()
+            raise ConnectionLost(self.name, f"closed while running `{pending.command}`")
         try:
-            result = self._shell.collect(pending)
+            result = shell.collect(pending)
         except CommandTimeout as exc:
             elapsed = time.monotonic() - pending.started
             self._log.failure(

@@ -11,8 +11,8 @@ Protocol. The channel runs ``exec bash --noprofile --norc`` with ``set -m``
 background job is the leader of its own process group. Each command is one
 line::
 
-    ( eval '<cmd>' ) </dev/null & __p=$!; printf '%s P %d\\n' TOK $__p;
-    wait $__p 2>/dev/null; __rc=$?; printf '%s R %d\\n' TOK $__rc; printf '%s E\\n' TOK >&2
+    ( eval '<cmd>' ) </dev/null & wait $! 2>/dev/null;
+    printf '%s R %d\\n' TOK $?; printf '%s E\\n' TOK >&2
 
 with a fresh random ``TOK`` per command, so command output cannot forge a
 frame. The subshell and ``eval`` contain ``exit``, ``cd``, variable changes and
@@ -27,14 +27,19 @@ Framing. Output before the ``R`` (stdout) and ``E`` (stderr) frames is the
 command's; exactly the injected frame bytes are cut out, so output without a
 trailing newline stays as it is. A frame is found by its token wherever it
 is, not only at the start of a line, and deliberately does not begin with a
-newline: bash's stdout is line-buffered, so ``printf '\\nTOK P 1\\n'`` is two
-writes, output of the running command can land between them, and the
+newline: bash's stdout is line-buffered, so ``printf '\\nTOK R 1\\n'`` is two
+writes, output of a background process can land between them, and the
 frame's first byte becomes indistinguishable from the command's. A frame with
-a single, final newline is one atomic write. The ``P`` frame carries the
-job's PID, which is also its process-group id: on a missed deadline the
-bench kills that group through a separate exec channel, which stops the
-whole tree the command started (except processes that left the group on
-purpose, with ``setsid`` or their own job control), and the shell survives.
+a single, final newline is one atomic write.
+
+Stopping. The job is the shell's only child (earlier jobs were waited for)
+and, with job control, the leader of its own process group. On a missed
+deadline the bench finds it from the shell's PID (learnt at start-up) and
+kills its group through a separate exec channel, which stops the whole tree
+the command started (except processes that left the group on purpose, with
+``setsid`` or their own job control), and the shell survives. (An earlier
+design printed the job's PID in a frame of its own; finding the job only on
+a timeout saves a packet per command, a third of the controller's work.)
 
 Late output of background processes left running by earlier commands is
 discarded when the next command is sent, as far as it has arrived by then.
@@ -339,7 +344,10 @@ class PersistentShell:
                     raise self._lost(command)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return False
+                    # What paramiko already holds counts: in fan-out a host is
+                    # collected after others, possibly past its deadline.
+                    drain(channel, self._out, self._err)
+                    return frames.scan(self._out, self._err)
                 pump(channel, self._out, self._err, min(remaining, _POLL))
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 raise self._lost(command, exc) from exc
@@ -384,8 +392,10 @@ class PersistentShell:
         pid = self._shell_pid
         self.close()
         if pid is not None and self._transport.is_active():
+            # The job first (in case the earlier kill did not get through), then the shell.
+            command = f"( {kill_jobs_command(pid, grace=0.0)} ); kill -KILL {pid}"
             with contextlib.suppress(HostError):
-                run_oneshot(self._host, self._transport, f"kill -KILL {pid}", KILL_GRACE)
+                run_oneshot(self._host, self._transport, command, KILL_GRACE)
 
     def _consume(self, frames: _Frames) -> None:
         """Drop this command's output from the buffers, keeping anything after it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 from pathlib import Path
 
@@ -63,3 +64,38 @@ def test_cleanup_after_sigkill_during_run(tmp_path: Path, spawn_cli) -> None:
     assert done.returncode == 0, done.stderr
     assert f"namespace npa-{name}-h0" in done.stdout
     assert leftovers(name, [*pids, child]) == []
+
+
+def test_cleanup_without_names_finds_a_lab_whose_journal_is_gone(tmp_path: Path) -> None:
+    path, name = write_topology(tmp_path, hosts=2)
+    npabench("up", str(path), check=True)
+    shutil.rmtree(state_root() / name)  # the journal is lost; namespaces, links, sshds remain
+    assert leftovers(name) != []
+    done = npabench("cleanup")
+    assert done.returncode == 0, done.stderr
+    assert f"namespace npa-{name}-h0" in done.stdout
+    assert leftovers(name) == []
+
+
+def test_cleanup_leaves_a_lab_in_use_alone_unless_forced(tmp_path: Path, spawn_cli) -> None:
+    path, name = write_topology(tmp_path, hosts=1)
+    gate = tmp_path / "started"
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_waits.py").write_text(
+        "import pathlib, time\n"
+        "def test_waits(lab):\n"
+        f"    pathlib.Path({str(gate)!r}).touch()\n"
+        "    deadline = time.monotonic() + 120\n"
+        "    while time.monotonic() < deadline:\n"
+        "        time.sleep(0.05)\n"
+    )
+    spawn_cli("run", str(path), "--suite", str(suite), "--report", str(tmp_path / "r"))
+    wait_for(gate.exists, timeout=90, what="the run to be under way")
+    refused = npabench("cleanup", name)
+    assert refused.returncode == 2
+    assert "still in use" in refused.stderr and name in refused.stderr
+    assert leftovers(name) != [], "a lab in use must not be torn down"
+    forced = npabench("cleanup", "--force", name)
+    assert forced.returncode == 0, forced.stderr
+    assert leftovers(name) == []

@@ -46,8 +46,9 @@ def _suite(tmp_path: Path) -> Path:
 
 
 def _results(report: Path) -> dict[str, dict]:
-    lines = (report / "results.jsonl").read_text().splitlines()
-    return {json.loads(line)["nodeid"].split("::")[-1]: json.loads(line) for line in lines}
+    records = [json.loads(line) for line in (report / "results.jsonl").read_text().splitlines()]
+    tests = [r for r in records if r.get("record", "test") == "test"]
+    return {r["nodeid"].split("::")[-1]: r for r in tests}
 
 
 def test_run_writes_results_junit_and_summary_and_tears_down(tmp_path: Path) -> None:

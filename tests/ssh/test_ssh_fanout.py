@@ -11,6 +11,7 @@ import pytest
 from bench.ssh import (
     CommandFailed,
     CommandTimeout,
+    ConnectionLost,
     HostKeyMismatch,
     HostsFailed,
     SshHost,
@@ -89,17 +90,33 @@ def test_check_raises_one_error_naming_the_failing_host(
     assert "broken" in message
 
 
-def test_timeout_on_one_host_spares_the_others(hosts: list[SshHost], tmp_path: Path) -> None:
-    _mark_failing(hosts[3], tmp_path)
+@pytest.mark.parametrize("slow", [0, 3], ids=["slow-host-first", "slow-host-last"])
+def test_timeout_on_one_host_spares_the_others(
+    hosts: list[SshHost], tmp_path: Path, slow: int
+) -> None:
+    """Hosts collected after a slow one are past their deadline by then, yet finished in time."""
+    _mark_failing(hosts[slow], tmp_path)
     started = time.monotonic()
     with pytest.raises(HostsFailed) as caught:
         run_on_all(hosts, f"test -e {tmp_path}/fail.$$ && sleep 30; echo ok", timeout=1)
     assert time.monotonic() - started < 2.5
-    assert list(caught.value.errors) == ["h3"]
-    assert isinstance(caught.value.errors["h3"], CommandTimeout)
+    assert list(caught.value.errors) == [f"h{slow}"]
+    assert isinstance(caught.value.errors[f"h{slow}"], CommandTimeout)
     assert [result.stdout for result in caught.value.results.values()] == ["ok\n"] * 3
     # Every host, including the one that timed out, is usable afterwards.
     assert all(result.ok for result in run_on_all(hosts, "true").values())
+
+
+def test_close_with_a_command_never_collected_does_not_hang(sshd: Sshd) -> None:
+    host = SshHost(sshd.endpoint("pending"))
+    host.connect()
+    pending = host.send("sleep 30", timeout=60)
+    started = time.monotonic()
+    host.close()
+    assert time.monotonic() - started < 5
+    assert not host.connected
+    with pytest.raises(ConnectionLost):
+        host.collect(pending)
 
 
 def test_duplicate_hosts_are_rejected(hosts: list[SshHost]) -> None:

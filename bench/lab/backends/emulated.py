@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import partial
 from ipaddress import IPv4Network
 from pathlib import Path
 
 from bench.errors import LabError
 from bench.lab import naming
-from bench.lab.backends.registry import Progress, register_backend
-from bench.lab.processes import spawn_in_netns
+from bench.lab.backends.registry import register_backend
+from bench.lab.processes import is_running, spawn_in_netns
 from bench.lab.sshd import (
     check_sshd_config,
     generate_key,
@@ -28,6 +29,7 @@ from bench.lab.sshd import (
 )
 from bench.lab.state import LabState, Resource
 from bench.lab.system import run_ip_batch, run_local
+from bench.progress import Progress
 from bench.ssh import SshEndpoint
 from bench.topology import Host, Topology
 
@@ -146,7 +148,7 @@ class EmulatedBackend:
     ) -> dict[str, SshEndpoint]:
         mgmt = self.topology.lab.management
         known_hosts: list[str] = []
-        started: list[tuple[str, str, Path]] = []
+        started: list[tuple[str, str, Path, Resource]] = []
         for h, host in enumerate(hosts):
             directory = self.state.directory / "hosts" / host.name
             directory.mkdir(parents=True, exist_ok=True)
@@ -164,10 +166,17 @@ class EmulatedBackend:
                 directory / "sshd.stdout",
             )
             self.state.record(process)
-            started.append((host.name, address, log))
+            started.append((host.name, address, log, process))
         (keys / "known_hosts").write_text("\n".join(known_hosts) + "\n")
-        for name, address, log in started:
-            wait_for_banner(name, address, SSH_PORT, deadline, log)
+        for name, address, log, process in started:
+            wait_for_banner(
+                name,
+                address,
+                SSH_PORT,
+                deadline=deadline,
+                log=log,
+                alive=partial(is_running, process),
+            )
         return {
             name: SshEndpoint(
                 host=name,
@@ -177,5 +186,5 @@ class EmulatedBackend:
                 key_file=keys / "id_ed25519",
                 known_hosts=keys / "known_hosts",
             )
-            for name, address, _ in started
+            for name, address, _, _ in started
         }

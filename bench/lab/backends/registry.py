@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Protocol
 
 from bench.lab.state import LabState
+from bench.progress import Progress
 from bench.ssh import SshEndpoint
 from bench.topology import Host, Topology
-
-Progress = Callable[[str], None]
 
 
 class Backend(Protocol):
