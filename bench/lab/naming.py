@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
 
-from bench.topology.checks import MANAGEMENT_FIRST_HOST as FIRST_HOST_OFFSET
+from bench.topology import checks
+
+#: Offset of the first host in the management network (below it: the bench's).
+FIRST_HOST_OFFSET = checks.MANAGEMENT_FIRST_HOST
+#: Name of the management interface inside every emulated host (the loader reserves it).
+MANAGEMENT_INTERFACE = checks.MANAGEMENT_INTERFACE
 
 
 def netns_name(lab: str, host: str) -> str:
@@ -46,10 +51,6 @@ def switch_bridge(lab: str, switch_index: int) -> str:
 
 def data_veth(lab: str, host_index: int, interface_index: int) -> str:
     return f"{lab}-h{host_index}i{interface_index}"
-
-
-#: Name of the management interface inside every emulated host.
-MANAGEMENT_INTERFACE = "mgmt0"
 
 
 def controller_address(management: IPv4Network) -> IPv4Address:

@@ -7,7 +7,7 @@ reference, the address outside its subnet.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Protocol, cast
 
@@ -19,6 +19,16 @@ from bench.topology.source import FieldPath, SourceDocument
 #: below it are the bench's (.1 is the controller). ``bench.lab.naming`` places
 #: emulated host i at this offset + i.
 MANAGEMENT_FIRST_HOST = 10
+
+#: Name of the management interface the emulated backend puts in every host.
+MANAGEMENT_INTERFACE = "mgmt0"
+
+#: Interface names the emulated backend makes in every host itself, and what for;
+#: a topology may not give them to an interface of an emulated host.
+RESERVED_INTERFACE_NAMES: Mapping[str, str] = {
+    "lo": "the loopback interface",
+    MANAGEMENT_INTERFACE: "the bench's management interface",
+}
 
 
 def check_topology(topo: Topology, doc: SourceDocument) -> list[TopologyIssue]:
@@ -107,6 +117,15 @@ def _host_rules(topo: Topology) -> Iterator[tuple[FieldPath, str]]:
                 f"host {host.name!r} has backend 'emulated', which gets its SSH endpoint "
                 "from the bench: expected no 'ssh:' (or set 'backend: lab')",
             )
+        for i, iface in enumerate(host.interfaces):
+            reserved = RESERVED_INTERFACE_NAMES.get(iface.name)
+            if host.backend == "emulated" and reserved is not None:
+                yield (
+                    ("hosts", h, "interfaces", i, "name"),
+                    f"interface name {iface.name!r} is reserved by the emulated backend for "
+                    f"{reserved}: expected another name for this interface of host "
+                    f"{host.name!r}",
+                )
         for n, nic in enumerate(host.nics):
             path: FieldPath = ("hosts", h, "nics", n)
             if (nic.model is None) == (nic.pci is None):

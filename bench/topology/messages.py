@@ -8,6 +8,7 @@ sentence here that says what was expected and what was seen, in YAML terms.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import types
 import typing
@@ -37,6 +38,7 @@ _EXPECTED = {
     "int_from_float": "a whole number",
     "float_type": "a number",
     "float_parsing": "a number",
+    "finite_number": "a finite number",
     "bool_type": "true or false",
     "bool_parsing": "true or false",
     "string_type": "a string",
@@ -70,7 +72,8 @@ def describe(error: ErrorDetails) -> str:
     if special is not None:
         return special(path, got, ctx)
     if kind in _EXPECTED:
-        return f"expected {_EXPECTED[kind]}, got {show(got)}{_ip_reason(kind, got)}"
+        reason = _ip_reason(kind, got) + _number_reason(kind, got)
+        return f"expected {_EXPECTED[kind]}, got {show(got)}{reason}"
     if kind in _BOUNDS:
         key, text = _BOUNDS[kind]
         bound = ctx.get(key)
@@ -95,8 +98,19 @@ def show(value: Any) -> str:
         return "an empty value"
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
-    if isinstance(value, int | float):
-        return f"the number {_number(value)}"
+    if isinstance(value, float):
+        return f"the number {_float(value)}"
+    if isinstance(value, int):
+        return f"the number {value}"
+    return repr(value)
+
+
+def _float(value: float) -> str:
+    """A float as YAML writes it: ``2.0`` (not ``2``), ``.inf``, ``-.inf``, ``.nan``."""
+    if math.isnan(value):
+        return ".nan"
+    if math.isinf(value):
+        return ".inf" if value > 0 else "-.inf"
     return repr(value)
 
 
@@ -195,6 +209,26 @@ _SPECIAL: dict[str, Callable[[tuple[str | int, ...], Any, dict[str, Any]], str]]
     "model_attributes_type": _mapping,
     "string_type": _string,
 }
+
+
+def _number_reason(kind: str, got: Any) -> str:
+    """Why a boolean or a string is not read as the number it may look like."""
+    if kind not in ("int_type", "float_type"):
+        return ""
+    if isinstance(got, bool):
+        return " (YAML reads yes/no, true/false and on/off as a boolean)"
+    if isinstance(got, str) and _looks_numeric(got):
+        return " (YAML reads this as a string; write a plain number without quotes, like 500)"
+    if kind == "int_type" and isinstance(got, float) and got.is_integer():
+        return f" (write it without the decimal point: {int(got)})"
+    return ""
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _ip_reason(kind: str, got: Any) -> str:

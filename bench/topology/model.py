@@ -59,6 +59,8 @@ InterfaceName = Annotated[
 MacAddress = Annotated[str, AfterValidator(_unicast_mac)]
 #: A whole number; YAML's yes/no/true/false are refused rather than read as 1/0.
 Count = Annotated[int, Field(strict=True)]
+#: A finite number (``500`` or ``2.5``); booleans, strings, .inf and .nan are refused.
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 PciAddress = Annotated[str, AfterValidator(_pci_address)]
 
 
@@ -191,25 +193,25 @@ class Guest(_Strict):
 class Limits(_Strict):
     """Pass/fail thresholds used by conformance tests (never constants hidden in tests)."""
 
-    blackout_ms: float = Field(
+    blackout_ms: Number = Field(
         default=500.0, gt=0, description="longest gap between arrivals allowed during a switch"
     )
-    migration_downtime_ms: float = Field(
+    migration_downtime_ms: Number = Field(
         default=1000.0, gt=0, description="longest migration downtime allowed"
     )
     loss_packets: Count = Field(
         default=0, ge=0, description="packets that may be lost outside the measured downtime"
     )
-    migration_timeout_s: float = Field(
+    migration_timeout_s: Number = Field(
         default=60.0, gt=0, description="a migration not done by then is rolled back"
     )
-    vf_release_timeout_s: float = Field(
+    vf_release_timeout_s: Number = Field(
         default=10.0, gt=0, description="how long a guest may take to release its VF"
     )
-    command_timeout_s: float = Field(
+    command_timeout_s: Number = Field(
         default=30.0, gt=0, description="default deadline of one command on a host"
     )
-    lab_up_timeout_s: float = Field(
+    lab_up_timeout_s: Number = Field(
         default=60.0, gt=0, description="deadline for bringing the lab up"
     )
 

@@ -18,7 +18,7 @@ def main() -> int:
     out = REPO / "bench-results.json"
     write_json(results, out)
     print(f"\nwritten: {out}")
-    return 0 if all(r.met for r in results) else 1
+    return 1 if any(r.met is False for r in results) else 0
 
 
 if __name__ == "__main__":

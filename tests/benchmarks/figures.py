@@ -21,7 +21,7 @@ class Comparison:
     reference: float
     unit: str
     target: str
-    met: bool
+    met: bool | None  # None: recorded for context, no target
     samples: int
 
     @property
@@ -48,7 +48,7 @@ def print_table(results: list[Comparison]) -> None:
     for r in results:
         fig = f"{r.figure_label} {r.figure:.3f} {r.unit}"
         ref = f"{r.reference_label} {r.reference:.3f} {r.unit}"
-        verdict = "met" if r.met else "MISSED"
+        verdict = "-" if r.met is None else "met" if r.met else "MISSED"
         print(f"{r.name:<20} {fig:<40} {ref:<36} {r.ratio:>7.3f}  {r.target} ({verdict})")
 
 

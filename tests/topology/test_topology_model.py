@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.topology import Limits, Topology, TopologyError, load_topology
+from bench.topology import Limits, Position, Topology, TopologyError, load_topology
+from bench.topology.checks import MANAGEMENT_INTERFACE, RESERVED_INTERFACE_NAMES
 from bench.topology.issues import format_path
 
 ROOT = Path(__file__).parents[2]
@@ -212,3 +213,78 @@ def test_json_schema_is_valid_json_with_the_field_descriptions() -> None:
         "longest gap between arrivals allowed during a switch",
     ):
         assert description in text
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("500", 500.0), ("2.5", 2.5), ("1.0e+3", 1000.0)],
+)
+def test_limits_take_integers_and_decimals(tmp_path: Path, given: str, expected: float) -> None:
+    topo = load_topology(_write(tmp_path, MINIMAL + f"limits: {{blackout_ms: {given}}}\n"))
+    assert topo.limits.blackout_ms == expected
+    assert isinstance(topo.limits.blackout_ms, float)
+
+
+@pytest.mark.parametrize(
+    ("given", "got"),
+    [
+        ("yes", "got the boolean true"),
+        ("false", "got the boolean false"),
+        ('"500"', "got '500' (YAML reads this as a string"),
+        ("1e3", "got '1e3' (YAML reads this as a string"),  # YAML 1.1 wants 1.0e+3
+        (".inf", "expected a finite number, got the number .inf"),
+        ("-.inf", "expected a finite number, got the number -.inf"),
+        (".nan", "expected a finite number, got the number .nan"),
+        ("fast", "expected a number, got 'fast'"),
+    ],
+)
+def test_every_float_limit_is_strict(tmp_path: Path, given: str, got: str) -> None:
+    floats = [n for n, f in Limits.model_fields.items() if f.annotation is float]
+    assert len(floats) == 6
+    for name in floats:
+        path = _write(tmp_path, MINIMAL + f"limits:\n  {name}: {given}\n")
+        with pytest.raises(TopologyError) as info:
+            load_topology(path)
+        (issue,) = info.value.issues
+        assert (issue.position, format_path(issue.path)) == (Position(7, 3), f"limits.{name}")
+        assert got in issue.message, issue.message
+
+
+def test_a_whole_decimal_count_is_shown_as_written(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "hosts:", "hosts:\n  - {name: h0, nics: [{name: n0, model: m, vfs: 2.0}]}"
+    )
+    with pytest.raises(TopologyError) as info:
+        load_topology(_write(tmp_path, text))
+    (issue,) = info.value.issues
+    assert issue.message == (
+        "expected an integer, got the number 2.0 (write it without the decimal point: 2)"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(RESERVED_INTERFACE_NAMES))
+def test_reserved_interface_names_are_refused_on_emulated_hosts_only(
+    tmp_path: Path, name: str
+) -> None:
+    emulated = MINIMAL.replace("name: eth0", f"name: {name}")
+    with pytest.raises(TopologyError) as info:
+        load_topology(_write(tmp_path, emulated))
+    (issue,) = info.value.issues
+    assert (issue.position, format_path(issue.path)) == (
+        Position(5, 19),
+        "hosts[0].interfaces[0].name",
+    )
+    assert issue.message.startswith(
+        f"interface name {name!r} is reserved by the emulated backend for "
+        f"{RESERVED_INTERFACE_NAMES[name]}"
+    )
+    lab = emulated.replace(
+        "  - name: h1\n",
+        "  - name: h1\n    backend: lab\n    ssh: {address: h1.example, key: k, known_hosts: kh}\n",
+    )
+    assert load_topology(_write(tmp_path, lab)).hosts[0].interfaces[0].name == name
+
+
+def test_the_management_interface_is_reserved() -> None:
+    assert MANAGEMENT_INTERFACE == "mgmt0"
+    assert set(RESERVED_INTERFACE_NAMES) == {"lo", MANAGEMENT_INTERFACE}
