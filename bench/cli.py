@@ -78,6 +78,10 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     labs = args.lab or _labs_on_this_machine()
+    if args.list:
+        for lab in labs:
+            print(f"{lab}: {_describe(lab)}")
+        return 0
     if not labs:
         progress("no lab to clean up")
     busy = []
@@ -94,6 +98,18 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
             raise UsageError(message)
         progress(message)
     return 0
+
+
+def _describe(lab: str) -> str:
+    try:
+        state = LabState.load(lab)
+    except LabError:
+        return "journal unreadable (cleanup removes it by its marks)"
+    if state is None:
+        return "no journal: leftovers of a lost lab"
+    if state.controller_alive():
+        return f"{state.status}, in use by process {state.controller_pid}"
+    return f"{state.status} (from {state.topology or 'unknown topology'})"
 
 
 def _readable_state(lab: str) -> LabState | None:
@@ -210,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force", action="store_true", help="also labs whose controller (up/run) is still running"
     )
+    p.add_argument("--list", action="store_true", help="only list the labs found, remove nothing")
     p.set_defaults(func=cmd_cleanup)
 
     p = add("status", "show whether the lab is up and how to reach each host")

@@ -71,7 +71,11 @@ def test_cleanup_without_names_finds_a_lab_whose_journal_is_gone(tmp_path: Path)
     npabench("up", str(path), check=True)
     shutil.rmtree(state_root() / name)  # the journal is lost; namespaces, links, sshds remain
     assert leftovers(name) != []
-    done = npabench("cleanup")
+    # The scan finds it by its marks (namespaces, links), not by a journal.
+    found = npabench("cleanup", "--list", check=True)
+    assert f"{name}: no journal: leftovers of a lost lab" in found.stdout.splitlines()
+    assert leftovers(name) != [], "--list removes nothing"
+    done = npabench("cleanup", name)
     assert done.returncode == 0, done.stderr
     assert f"namespace npa-{name}-h0" in done.stdout
     assert leftovers(name) == []
@@ -92,6 +96,10 @@ def test_cleanup_leaves_a_lab_in_use_alone_unless_forced(tmp_path: Path, spawn_c
     )
     spawn_cli("run", str(path), "--suite", str(suite), "--report", str(tmp_path / "r"))
     wait_for(gate.exists, timeout=90, what="the run to be under way")
+    listed = npabench("cleanup", "--list", check=True)
+    assert any(
+        line.startswith(f"{name}: up, in use by process") for line in listed.stdout.splitlines()
+    ), listed.stdout
     refused = npabench("cleanup", name)
     assert refused.returncode == 2
     assert "still in use" in refused.stderr and name in refused.stderr
