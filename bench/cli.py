@@ -25,6 +25,8 @@ from bench.runner import REPO_ROOT, run_suite
 from bench.signals import sigterm_interrupts
 from bench.ssh import render_ssh_config, run_on_all
 from bench.topology import Topology, load_topology
+from bench.traffic.engine import TrafficSpec, run_traffic
+from bench.traffic.results import format_table
 
 DEFAULT_TOPOLOGY = "topologies/emulated-lab.yaml"
 
@@ -176,6 +178,29 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return worst
 
 
+def cmd_traffic(args: argparse.Namespace) -> int:
+    if args.pps is not None and args.pps <= 0:
+        raise UsageError(f"traffic: --pps must be more than 0, got {args.pps}")
+    if args.duration <= 0:
+        raise UsageError(f"traffic: --duration must be more than 0 s, got {args.duration:g}")
+    spec = TrafficSpec(
+        source=args.source,
+        to=args.to,
+        pps=args.pps,
+        duration_s=args.duration,
+        frame_size=args.size,
+        vlan=args.vlan,
+    )
+    with attach(Path(args.topology)) as lab:
+        lab.endpoint(args.source)  # a clear error naming the lab's hosts if it is unknown
+        result = run_traffic(lab, spec, progress)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(format_table([result]))
+    return 0
+
+
 def cmd_ssh_config(args: argparse.Namespace) -> int:
     with attach(Path(args.topology)) as lab:
         sys.stdout.write(render_ssh_config(list(lab.endpoints.values())))
@@ -192,6 +217,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         pytest_args=args.pytest_args,
         progress=progress,
     )
+
+
+def _add_traffic(p: argparse.ArgumentParser) -> None:
+    p.add_argument("topology", help="topology file (its lab must be up)")
+    p.add_argument("--from", dest="source", required=True, metavar="HOST", help="sending host")
+    p.add_argument(
+        "--to",
+        required=True,
+        metavar="ADDR",
+        help="a lab host or its address (one-way UDP, checked there), or any address that "
+        "answers ICMP echo (round trip, checked on the sender)",
+    )
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--pps", type=int, default=1000, help="frames per second (default 1000)")
+    rate.add_argument(
+        "--max-rate", dest="pps", action="store_const", const=None, help="as fast as possible"
+    )
+    p.add_argument("--duration", type=float, default=5.0, metavar="S", help="seconds (default 5)")
+    p.add_argument("--size", type=int, default=128, metavar="B", help="frame size (default 128)")
+    p.add_argument("--vlan", type=int, default=None, help="802.1Q tag to add")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_traffic)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("command", nargs="*", help="the command; put it after -- if it has options")
     p.set_defaults(func=cmd_exec)
+
+    _add_traffic(
+        add("traffic", "send sequenced traffic between lab hosts, print what was measured")
+    )
 
     p = add("ssh-config", "print an OpenSSH client config for the lab (use with ssh -F)")
     p.add_argument("topology", help="topology file")

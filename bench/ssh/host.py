@@ -234,6 +234,16 @@ class SshHost:
         self._log.command(result)
         return result
 
+    def fetch(self, remote: str, local: Path) -> None:
+        """Copy file ``remote`` of the host to ``local`` here (SFTP on this connection)."""
+        transport = self._require_transport()
+        try:
+            with paramiko.SFTPClient.from_transport(transport) as sftp:  # type: ignore[union-attr]
+                sftp.get(remote, str(local))
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostError(self.name, f"cannot fetch {remote}: {exc}") from exc
+        self._log.note(f"fetched {remote} -> {local}")
+
     # -- spawned processes ----------------------------------------------------
 
     def spawn(self, command: str) -> RemoteProcess:

@@ -1,0 +1,194 @@
+"""Run sequenced traffic between lab hosts and measure it: the controller's side.
+
+The data path never goes through the controller: the agent (``agent.py``,
+standard library only) runs on the hosts, started over SSH as processes the
+bench controls and always stops. Two shapes:
+
+* one-way: the destination is a lab host; the checker runs there and counts
+  UDP frames from the generator.
+* round trip (reflector): the destination is any address whose kernel
+  answers ICMP echo (a guest, a plain namespace); the generator sends echo
+  requests carrying the payload and the checker on the same host counts the
+  replies. No agent is needed on the destination.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from bench.traffic.packets import PacketSpec, build_template
+
+from bench.errors import HostError, UsageError
+from bench.lab import Lab
+from bench.progress import Progress, silent
+from bench.ssh import CommandTimeout, RemoteProcess, SshHost
+from bench.traffic.results import DirectionResult, direction_from_agent
+from bench.traffic.route import resolve_egress
+
+HERE = Path(__file__).resolve().parent
+AGENT_FILES = ("agent.py", "wire.py", "tcp_probe.py")
+#: Where the agent is copied on a lab host that does not share our file system.
+REMOTE_AGENT_DIR = "/tmp/npabench-agent"
+#: The checker stops this long after the last frame arrived.
+IDLE_EXIT_S = 0.5
+READY_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class TrafficSpec:
+    """What to send: from which host, to what, how fast, how long."""
+
+    source: str
+    to: str
+    pps: int | None  # None: as fast as possible
+    duration_s: float
+    frame_size: int = 128
+    flow: int = 1
+    vlan: int | None = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    mode: Literal["one-way", "round-trip"]
+    checker_host: str
+    checker_iface: str
+    dst_ip: str
+    label: str
+
+
+def _plan(lab: Lab, spec: TrafficSpec) -> _Plan:
+    """Decide where the checker runs: on the destination host, or back on the source."""
+    topology = lab.topology
+    names = {h.name for h in topology.hosts}
+    for host in topology.hosts:
+        for iface in host.interfaces:
+            if iface.address is None:
+                continue
+            if spec.to in (host.name, str(iface.address.ip)):
+                if host.name == spec.source:
+                    raise UsageError(f"traffic: {spec.to} is the source host itself")
+                return _Plan(
+                    "one-way",
+                    host.name,
+                    iface.name,
+                    str(iface.address.ip),
+                    f"{spec.source} -> {host.name}",
+                )
+    if spec.to in names:
+        raise UsageError(f"traffic: host {spec.to} has no interface with an address")
+    try:
+        ipaddress.ip_address(spec.to)
+    except ValueError:
+        known = ", ".join(sorted(names))
+        raise UsageError(
+            f"traffic: --to {spec.to!r} is neither an address nor a host (hosts: {known})"
+        ) from None
+    return _Plan("round-trip", spec.source, "", spec.to, f"{spec.source} <-> {spec.to}")
+
+
+def agent_command(lab: Lab, host: SshHost, script: str = "agent.py") -> str:
+    """How to start ``script`` on ``host``: in place on an emulated host, else from a copy."""
+    backend = lab.topology.host(host.name).backend
+    if backend == "emulated":  # same machine, same file system, same Python
+        return f"{shlex.quote(sys.executable)} {shlex.quote(str(HERE / script))}"
+    return f"python3 {REMOTE_AGENT_DIR}/{script}"
+
+
+def install_agent(lab: Lab, host: SshHost) -> None:
+    """Copy the agent to a host that does not share our file system (lab hosts)."""
+    if lab.topology.host(host.name).backend == "emulated":
+        return
+    parts = [f"mkdir -p {REMOTE_AGENT_DIR}"]
+    for name in AGENT_FILES:
+        data = base64.b64encode((HERE / name).read_bytes()).decode()
+        parts.append(f"echo {data} | base64 -d > {REMOTE_AGENT_DIR}/{name}")
+    host.run(" && ".join(parts), timeout=30, check=True)
+
+
+def last_json(process_output: str, host: str, what: str) -> dict[str, Any]:
+    for line in reversed(process_output.splitlines()):
+        if line.startswith("{"):
+            loaded: dict[str, Any] = json.loads(line)
+            return loaded
+    raise HostError(host, f"the traffic {what} printed no result: {process_output[-300:]!r}")
+
+
+def wait_ready(process: RemoteProcess, what: str) -> None:
+    line = process.read_stdout_line(timeout=READY_TIMEOUT_S)
+    if line is None or line.strip() != "READY":
+        result = process.stop()
+        raise HostError(
+            process.host,
+            f"the traffic {what} did not start: {line!r} {result.stderr.strip()[-300:]}",
+        )
+
+
+@contextmanager
+def running(host: SshHost, command: str) -> Iterator[RemoteProcess]:
+    process = host.spawn(command)
+    try:
+        yield process
+    finally:
+        if process.running:
+            process.stop()
+
+
+def run_traffic(lab: Lab, spec: TrafficSpec, progress: Progress = silent) -> DirectionResult:
+    """Send ``spec``'s traffic and return what was measured."""
+    plan = _plan(lab, spec)
+    source = lab.host(spec.source)
+    checker = lab.host(plan.checker_host)
+    egress = resolve_egress(source, plan.dst_ip)
+    template = build_template(
+        PacketSpec(
+            src_mac=egress.src_mac,
+            dst_mac=egress.dst_mac,
+            src_ip=egress.src_ip,
+            dst_ip=plan.dst_ip,
+            l4="udp" if plan.mode == "one-way" else "icmp-echo",
+            vlan=spec.vlan,
+            frame_size=spec.frame_size,
+            flow=spec.flow,
+        )
+    )
+    for host in {source.name: source, checker.name: checker}.values():
+        install_agent(lab, host)
+    checker_iface = plan.checker_iface or egress.interface
+    recv_cmd = (
+        f"{agent_command(lab, checker)} recv --iface {shlex.quote(checker_iface)} "
+        f"--flow {spec.flow} --idle-exit {IDLE_EXIT_S}"
+        + (" --icmp-echo-reply" if plan.mode == "round-trip" else "")
+    )
+    rate = f"--pps {spec.pps}" if spec.pps else "--max-rate"
+    amount = (
+        f"--count {max(1, round(spec.pps * spec.duration_s))}"
+        if spec.pps
+        else f"--duration {spec.duration_s:g}"
+    )
+    send_cmd = (
+        f"{agent_command(lab, source)} send --iface {shlex.quote(egress.interface)} "
+        f"--frame-hex {template.frame.hex()} --payload-at {template.payload_at} "
+        f"--flow {spec.flow} {rate} {amount}"
+    )
+    progress(f"{plan.label}: {spec.pps or 'max'} pps for {spec.duration_s:g} s ({plan.mode})")
+    with running(checker, recv_cmd) as receiver:
+        wait_ready(receiver, "checker")
+        with running(source, send_cmd) as sender:
+            wait_ready(sender, "generator")
+            sent = sender.wait(timeout=spec.duration_s + 60)
+        try:  # it stops by itself once the frames stop coming...
+            recv_output = receiver.wait(timeout=IDLE_EXIT_S + 5).stdout
+        except CommandTimeout as stopped:  # ...unless none ever came: then it was stopped
+            recv_output = stopped.stdout
+    send_report = last_json(sent.stdout, source.name, "generator")
+    recv_report = last_json(recv_output, checker.name, "checker")
+    return direction_from_agent(plan.label, spec.flow, send_report, recv_report)
