@@ -62,7 +62,9 @@ def build_payload(flow: int, size: int) -> bytes:
     return head + fill
 
 
-def stamp(frame: bytearray | memoryview, payload_at: int, seq: int, tx_ns: int, target: int) -> None:
+def stamp(
+    frame: bytearray | memoryview, payload_at: int, seq: int, tx_ns: int, target: int
+) -> None:
     """Write seq, send time, check and compensation into a frame in place.
 
     ``target`` is ``words_sum`` of the template frame (computed once).
