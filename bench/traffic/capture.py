@@ -40,7 +40,8 @@ def capture(
     remote = str(pcap) if local_host else f"/tmp/npabench-{secrets.token_hex(6)}.pcap"
     pcap.parent.mkdir(parents=True, exist_ok=True)
     command = (
-        f"exec tcpdump -i {shlex.quote(interface)} -s {snaplen} -U -n --time-stamp-precision=nano "
+        f"exec tcpdump -i {shlex.quote(interface)} -s {snaplen} -U -n --immediate-mode "
+        "--time-stamp-precision=nano "
         f"-w {shlex.quote(remote)} {shlex.quote(bpf) if bpf else ''} 2>&1"
     )
     process = host.spawn(command)
