@@ -290,6 +290,7 @@ def run_send(plan: SendPlan) -> dict[str, Any]:
         per_batch = max(1, min(plan.batch, int(plan.pps // 1000)))
     batch = FrameBatch(sock.fileno(), plan.frame, per_batch)
     target = wire.words_sum(plan.frame, plan.payload_at)
+    head = wire.head_crc(plan.frame, plan.payload_at)
     limit = plan.count
     if limit is None and plan.pps is not None and plan.duration_s is not None:
         limit = math.ceil(plan.pps * plan.duration_s)  # the frames due within the duration
@@ -322,7 +323,7 @@ def run_send(plan: SendPlan) -> dict[str, Any]:
             break
         # zip stops after n frames (the last batch may be short).
         for frame, frame_seq in zip(frames, range(seq, seq + n), strict=False):
-            stamp(frame, at, frame_seq, time_ns(), target)
+            stamp(frame, at, frame_seq, time_ns(), target, head)
         accepted = batch.send(n)
         if accepted:
             if first_tx is None:

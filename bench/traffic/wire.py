@@ -34,8 +34,7 @@ VERSION = 1
 HEADER = struct.Struct(">4sBBHQQIH")
 HEADER_LEN = HEADER.size  # 30
 _STAMPED = struct.Struct(">QQ")  # seq, tx_ns at offset 8
-_CHECK = struct.Struct(">I")  # at offset 24
-_COMP = struct.Struct(">H")  # at offset 28
+_TAIL = struct.Struct(">QQIH")  # seq, tx_ns, check, comp at offset 8
 _WORDS = struct.Struct(">11H")  # bytes 8..29, the part whose sum is kept constant
 SEQ_OFFSET = 8
 CHECK_OFFSET = 24
@@ -62,21 +61,33 @@ def build_payload(flow: int, size: int) -> bytes:
     return head + fill
 
 
-def stamp(
-    frame: bytearray | memoryview, payload_at: int, seq: int, tx_ns: int, target: int
+def head_crc(frame: bytes | bytearray | memoryview, payload_at: int) -> int:
+    """CRC32 of the payload's constant first 8 bytes (magic..flow): computed once per flow."""
+    return zlib.crc32(frame[payload_at : payload_at + SEQ_OFFSET])
+
+
+def stamp(  # noqa: PLR0917 - positional on purpose: the generator calls it per frame
+    frame: bytearray | memoryview,
+    payload_at: int,
+    seq: int,
+    tx_ns: int,
+    target: int,
+    head: int | None = None,
 ) -> None:
     """Write seq, send time, check and compensation into a frame in place.
 
-    ``target`` is ``words_sum`` of the template frame (computed once).
+    ``target`` is ``words_sum`` of the template frame and ``head`` its
+    ``head_crc`` (both computed once; ``head`` is computed here if omitted).
+    The hot loop of the generator: one pack, one short CRC, integer arithmetic.
+    The ones'-complement sum of a value's 16-bit words is the value modulo
+    0xFFFF (2**16 = 1 modulo 0xFFFF), so the compensation word needs no
+    unpacking of what was written.
     """
-    _STAMPED.pack_into(frame, payload_at + SEQ_OFFSET, seq, tx_ns)
-    check = zlib.crc32(frame[payload_at : payload_at + CHECK_OFFSET])
-    _CHECK.pack_into(frame, payload_at + CHECK_OFFSET, check)
-    _COMP.pack_into(frame, payload_at + COMP_OFFSET, 0)
-    have = words_sum(frame, payload_at)
-    # Ones'-complement: adding x to a sum whose target is t needs x = t - have (mod 0xFFFF).
-    comp = (target - have) % 0xFFFF
-    _COMP.pack_into(frame, payload_at + COMP_OFFSET, comp)
+    if head is None:
+        head = head_crc(frame, payload_at)
+    check = zlib.crc32(_STAMPED.pack(seq, tx_ns), head)
+    comp = (target - seq - tx_ns - check) % 0xFFFF
+    _TAIL.pack_into(frame, payload_at + SEQ_OFFSET, seq, tx_ns, check, comp)
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,14 @@ def median_ms(action: Callable[[], object], samples: int, warmup: int = 3) -> fl
 
 
 def print_table(results: list[Comparison]) -> None:
-    header = f"{'benchmark':<20} {'figure':<40} {'reference':<36} {'ratio':>7}  target"
+    header = f"{'benchmark':<22} {'figure':<40} {'reference':<36} {'ratio':>7}  target"
     print(header)
     print("-" * len(header))
     for r in results:
         fig = f"{r.figure_label} {r.figure:.3f} {r.unit}"
         ref = f"{r.reference_label} {r.reference:.3f} {r.unit}"
         verdict = "-" if r.met is None else "met" if r.met else "MISSED"
-        print(f"{r.name:<20} {fig:<40} {ref:<36} {r.ratio:>7.3f}  {r.target} ({verdict})")
+        print(f"{r.name:<22} {fig:<40} {ref:<36} {r.ratio:>7.3f}  {r.target} ({verdict})")
 
 
 def write_json(results: list[Comparison], path: Path) -> None:
