@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.traffic.packets import PacketSpec, build_template
-
 from bench.errors import HostError, UsageError
 from bench.lab import Lab
 from bench.progress import Progress, silent
 from bench.ssh import CommandTimeout, RemoteProcess, SshHost
+from bench.traffic.packets import PacketSpec, build_template
 from bench.traffic.results import DirectionResult, direction_from_agent
 from bench.traffic.route import resolve_egress
 
