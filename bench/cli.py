@@ -25,7 +25,7 @@ from bench.runner import REPO_ROOT, run_suite
 from bench.signals import sigterm_interrupts
 from bench.ssh import render_ssh_config, run_on_all
 from bench.topology import Topology, load_topology
-from bench.traffic.engine import TrafficSpec, run_traffic
+from bench.traffic.engine import TrafficSpec, reverse, run_flows
 from bench.traffic.results import format_table
 
 DEFAULT_TOPOLOGY = "topologies/emulated-lab.yaml"
@@ -193,11 +193,13 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     )
     with attach(Path(args.topology)) as lab:
         lab.endpoint(args.source)  # a clear error naming the lab's hosts if it is unknown
-        result = run_traffic(lab, spec, progress)
+        specs = [spec, reverse(lab, spec)] if args.both_ways else [spec]
+        results = run_flows(lab, specs, progress)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        data = [r.to_json() for r in results]
+        print(json.dumps(data if args.both_ways else data[0], indent=2))
     else:
-        print(format_table([result]))
+        print(format_table(results))
     return 0
 
 
@@ -237,6 +239,11 @@ def _add_traffic(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=5.0, metavar="S", help="seconds (default 5)")
     p.add_argument("--size", type=int, default=128, metavar="B", help="frame size (default 128)")
     p.add_argument("--vlan", type=int, default=None, help="802.1Q tag to add")
+    p.add_argument(
+        "--both-ways",
+        action="store_true",
+        help="also the same traffic back, at the same time (lab hosts only; JSON: a list)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_traffic)
 

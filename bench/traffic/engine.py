@@ -19,9 +19,9 @@ import ipaddress
 import json
 import shlex
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,8 +141,19 @@ def running(host: SshHost, command: str) -> Iterator[RemoteProcess]:
             process.stop()
 
 
-def run_traffic(lab: Lab, spec: TrafficSpec, progress: Progress = silent) -> DirectionResult:
-    """Send ``spec``'s traffic and return what was measured."""
+@dataclass(frozen=True)
+class _Flow:
+    """One flow, ready to start: who sends, who checks, and the agents' command lines."""
+
+    spec: TrafficSpec
+    label: str
+    source: SshHost
+    checker: SshHost
+    send_cmd: str
+    recv_cmd: str
+
+
+def _prepare(lab: Lab, spec: TrafficSpec) -> _Flow:
     plan = _plan(lab, spec)
     source = lab.host(spec.source)
     checker = lab.host(plan.checker_host)
@@ -178,16 +189,61 @@ def run_traffic(lab: Lab, spec: TrafficSpec, progress: Progress = silent) -> Dir
         f"--frame-hex {template.frame.hex()} --payload-at {template.payload_at} "
         f"--flow {spec.flow} {rate} {amount}"
     )
-    progress(f"{plan.label}: {spec.pps or 'max'} pps for {spec.duration_s:g} s ({plan.mode})")
-    with running(checker, recv_cmd) as receiver:
-        wait_ready(receiver, "checker")
-        with running(source, send_cmd) as sender:
+    label = f"{plan.label} ({plan.mode})" if plan.mode == "round-trip" else plan.label
+    return _Flow(spec, label, source, checker, send_cmd, recv_cmd)
+
+
+def reverse(lab: Lab, spec: TrafficSpec) -> TrafficSpec:
+    """The same traffic the other way (one-way flows only), as the next flow id."""
+    plan = _plan(lab, spec)
+    if plan.mode != "one-way":
+        raise UsageError(f"traffic: {spec.to} is not a lab host; a round trip has no reverse")
+    return replace(spec, source=plan.checker_host, to=spec.source, flow=spec.flow + 1)
+
+
+def run_flows(
+    lab: Lab, specs: Sequence[TrafficSpec], progress: Progress = silent
+) -> list[DirectionResult]:
+    """Run several flows at once (e.g. both directions); one result per flow, in order.
+
+    Every checker is listening before any generator starts, and every agent
+    is stopped at the end whatever happens.
+    """
+    flow_ids = [s.flow for s in specs]
+    if len(set(flow_ids)) != len(flow_ids):
+        raise UsageError(f"traffic: flow ids must differ between flows, got {flow_ids}")
+    flows = [_prepare(lab, spec) for spec in specs]
+    for flow in flows:
+        spec = flow.spec
+        progress(f"{flow.label}: {spec.pps or 'max'} pps for {spec.duration_s:g} s")
+    with ExitStack() as stack:
+        receivers = [stack.enter_context(running(f.checker, f.recv_cmd)) for f in flows]
+        for receiver in receivers:
+            wait_ready(receiver, "checker")
+        senders = [stack.enter_context(running(f.source, f.send_cmd)) for f in flows]
+        for sender in senders:
             wait_ready(sender, "generator")
-            sent = sender.wait(timeout=spec.duration_s + 60)
-        try:  # it stops by itself once the frames stop coming...
-            recv_output = receiver.wait(timeout=IDLE_EXIT_S + 5).stdout
-        except CommandTimeout as stopped:  # ...unless none ever came: then it was stopped
-            recv_output = stopped.stdout
-    send_report = last_json(sent.stdout, source.name, "generator")
-    recv_report = last_json(recv_output, checker.name, "checker")
-    return direction_from_agent(plan.label, spec.flow, send_report, recv_report)
+        sent = [
+            s.wait(timeout=f.spec.duration_s + 60).stdout
+            for s, f in zip(senders, flows, strict=True)
+        ]
+        received = []
+        for receiver in receivers:
+            try:  # it stops by itself once the frames stop coming...
+                received.append(receiver.wait(timeout=IDLE_EXIT_S + 5).stdout)
+            except CommandTimeout as stopped:  # ...unless none ever came: it was stopped
+                received.append(stopped.stdout)
+    return [
+        direction_from_agent(
+            f.label,
+            f.spec.flow,
+            last_json(out, f.source.name, "generator"),
+            last_json(got, f.checker.name, "checker"),
+        )
+        for f, out, got in zip(flows, sent, received, strict=True)
+    ]
+
+
+def run_traffic(lab: Lab, spec: TrafficSpec, progress: Progress = silent) -> DirectionResult:
+    """Send ``spec``'s traffic and return what was measured."""
+    return run_flows(lab, [spec], progress)[0]

@@ -54,6 +54,21 @@ def test_cli_one_way_udp_counts_every_frame(lab_path: Path) -> None:
     assert 0.3 < result["longest_gap_ms"] < 50, "paced at 2000 pps: ~0.5 ms between frames"
 
 
+def test_cli_both_ways_at_once(lab_path: Path) -> None:
+    done = npabench(
+        "traffic", str(lab_path), "--from", "h0", "--to", "h1", "--pps", "1000",
+        "--duration", "1", "--both-ways", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    there, back = json.loads(done.stdout)
+    assert (there["name"], there["flow"]) == ("h0 -> h1", 1)
+    assert (back["name"], back["flow"]) == ("h1 -> h0", 2)
+    for result in (there, back):
+        assert result["sent"] == result["unique"] == 1000 and result["lost"] == 0
+    # Both ran at the same time: their arrival windows overlap.
+    assert abs(there["first_rx_ns"] - back["first_rx_ns"]) < 500_000_000
+
+
 def test_round_trip_to_an_address_that_only_answers_icmp(lab_path: Path) -> None:
     """The reflector: an address no agent runs behind (here an extra address of h2, unknown
     to the topology) answers the echo requests with its kernel; h0 counts the replies."""
@@ -65,7 +80,7 @@ def test_round_trip_to_an_address_that_only_answers_icmp(lab_path: Path) -> None
             result = run_traffic(lab, TrafficSpec(source="h0", to=extra, pps=1000, duration_s=1))
     finally:
         npabench("exec", str(lab_path), "h2", "--", f"ip addr del {extra}/24 dev uplink0")
-    assert result.name == f"h0 <-> {extra}"
+    assert result.name == f"h0 <-> {extra} (round-trip)"
     assert result.sent == 1000 and result.unique == 1000 and result.lost == 0
     assert 0 < result.latency_p50_us <= result.latency_p99_us <= result.latency_max_us
 
