@@ -16,8 +16,8 @@ from bench.topology import Host, Instrument, Topology
 
 #: Backend -> the capability kinds it realises today. One line per backend.
 REALISED: dict[str, frozenset[str]] = {
-    "emulated": frozenset({"hosts", "backend", "role"}),
-    "lab": frozenset({"hosts", "backend", "role"}),
+    "emulated": frozenset({"hosts", "backend", "role", "instrument"}),
+    "lab": frozenset({"hosts", "backend", "role", "instrument"}),
 }
 
 _BACKENDS: tuple[str, ...] = get_args(Host.model_fields["backend"].annotation)

@@ -18,6 +18,7 @@ from typing import Any
 
 from bench import __version__
 from bench.errors import BenchError, LabError, UsageError
+from bench.instruments.registry import open_instrument
 from bench.lab import Lab, LabState, attach, bring_down, bring_up, cleanup_lab
 from bench.lab.naming import NETNS_PREFIX
 from bench.lab.teardown import labs_with_links
@@ -203,6 +204,38 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_query(command: str) -> bool:
+    """Whether a SCPI line asks for an answer: a header (of any ;-unit) ending in '?'."""
+    return any(unit.split()[0].endswith("?") for unit in command.split(";") if unit.strip())
+
+
+def cmd_instrument(args: argparse.Namespace) -> int:
+    with attach(Path(args.topology)) as lab:
+        spec = next((i for i in lab.topology.instruments if i.name == args.name), None)
+        resource = lab.instrument_resource(args.name)  # a clear error if unknown
+        assert spec is not None
+        log = lab.state.directory / "instruments" / f"{spec.name}.commands.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        instrument = open_instrument(
+            spec.kind,
+            resource,
+            spec.channels,
+            expected_model=spec.model,
+            log_path=log,
+            name=spec.name,
+        )
+        try:
+            with instrument.commands():  # the error queue is drained and reported after
+                for command in args.scpi:
+                    if _is_query(command):
+                        print(instrument.query(command))
+                    else:
+                        instrument.write(command)
+        finally:
+            instrument.close()
+    return 0
+
+
 def cmd_ssh_config(args: argparse.Namespace) -> int:
     with attach(Path(args.topology)) as lab:
         sys.stdout.write(render_ssh_config(list(lab.endpoints.values())))
@@ -304,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_traffic(
         add("traffic", "send sequenced traffic between lab hosts, print what was measured")
     )
+
+    p = add("instrument", "send SCPI commands to a lab instrument (queries print their answer)")
+    p.add_argument("topology", help="topology file (its lab must be up)")
+    p.add_argument("name", help="instrument name in the topology")
+    p.add_argument("scpi", nargs="+", metavar="COMMAND", help="SCPI command(s), e.g. 'VOLT? (@1)'")
+    p.set_defaults(func=cmd_instrument)
 
     p = add("ssh-config", "print an OpenSSH client config for the lab (use with ssh -F)")
     p.add_argument("topology", help="topology file")

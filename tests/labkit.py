@@ -39,7 +39,12 @@ def free_management_subnet() -> str:
     raise RuntimeError("no free management subnet in 198.18.0.0/16")
 
 
-def write_topology(directory: Path, hosts: int = 3, lab: str | None = None) -> tuple[Path, str]:
+def write_topology(
+    directory: Path,
+    hosts: int = 3,
+    lab: str | None = None,
+    instruments: Sequence[dict[str, object]] = (),
+) -> tuple[Path, str]:
     """A valid emulated topology with ``hosts`` hosts on one switch; returns (path, lab name)."""
     name = lab or "t" + secrets.token_hex(2)
     data_third = secrets.randbelow(250) + 3
@@ -63,6 +68,8 @@ def write_topology(directory: Path, hosts: int = 3, lab: str | None = None) -> t
         ],
         "limits": {"lab_up_timeout_s": 60},
     }
+    if instruments:
+        doc["instruments"] = list(instruments)
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path, name

@@ -107,13 +107,33 @@ class Lab:
             if host.name in sshd:
                 entry["sshd_running"] = sshd[host.name]
             hosts.append(entry)
+        instruments = [
+            {
+                "name": i.name,
+                "kind": i.kind,
+                "emulated": i.emulated,
+                "resource": self.state.instruments.get(i.name, i.resource),
+                "channels": i.channels,
+                "wiring": [{"channel": w.channel, "to": w.to} for w in i.wiring],
+            }
+            for i in self.topology.instruments
+        ]
         return {
             "lab": self.name,
             "status": self.state.status,
             "topology": str(self.topology_path),
             "state_dir": str(self.state.directory),
             "hosts": hosts,
+            "instruments": instruments,
         }
+
+    def instrument_resource(self, name: str) -> str:
+        """The VISA resource string of instrument ``name`` (an emulator's is known once up)."""
+        for instrument in self.topology.instruments:
+            if instrument.name == name:
+                return self.state.instruments.get(name, instrument.resource)
+        known = ", ".join(i.name for i in self.topology.instruments) or "none"
+        raise UsageError(f"lab {self.name!r} has no instrument {name!r} (instruments: {known})")
 
     def close(self) -> None:
         """Close every SSH connection (the lab itself stays up)."""

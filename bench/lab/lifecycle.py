@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.errors import LabError
 from bench.lab.backends import backend_for
+from bench.lab.instruments import start_instruments
 from bench.lab.lab import Lab, endpoint_to_json
 from bench.lab.state import LabState
 from bench.lab.teardown import tear_down
@@ -39,6 +40,7 @@ def bring_up_topology(topology: Topology, topology_path: Path, progress: Progres
             endpoints = backend.provision([topology.host(n) for n in names], deadline)
             state.endpoints.update({n: endpoint_to_json(e) for n, e in endpoints.items()})
             state.save()
+        state.instruments = start_instruments(topology, state, progress)
         state.status = "up"
         state.save()
     except BaseException:

@@ -51,6 +51,8 @@ class LabState:
     started_at: float = 0.0
     resources: list[Resource] = field(default_factory=list)
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Instrument name -> VISA resource string (emulators' filled in at `up`).
+    instruments: dict[str, str] = field(default_factory=dict)
 
     @property
     def file(self) -> Path:
@@ -99,6 +101,7 @@ class LabState:
                     for r in raw.get("resources", [])
                 ],
                 endpoints=dict(raw.get("endpoints", {})),
+                instruments=dict(raw.get("instruments", {})),
             )
         except FileNotFoundError:
             return None
@@ -137,6 +140,7 @@ class LabState:
             "started_at": self.started_at,
             "resources": [asdict(r) for r in self.resources],
             "endpoints": self.endpoints,
+            "instruments": self.instruments,
         }
         tmp = self.file.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload, indent=1))

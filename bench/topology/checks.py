@@ -43,6 +43,7 @@ def _faults(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, st
     yield from _unique_macs(topo, doc)
     yield from _networks(topo, doc)
     yield from _addresses(topo, doc)
+    yield from _instrument_wiring(topo)
 
 
 class _Named(Protocol):
@@ -287,3 +288,39 @@ def _address_fault(
         # With a subnet, the subnet's overlap with management is the one fault.
         return f"expected an address outside the management network {mgmt}, got {ip}"
     return None
+
+
+def _instrument_wiring(topo: Topology) -> Iterator[tuple[FieldPath, str]]:
+    """Each wire: a channel the instrument has, used once, to a NIC or link that exists."""
+    hosts = {h.name: h for h in topo.hosts}
+    for i, instrument in enumerate(topo.instruments):
+        used: set[int] = set()
+        for w, wire in enumerate(instrument.wiring):
+            path: FieldPath = ("instruments", i, "wiring", w)
+            if wire.channel > instrument.channels:
+                yield (
+                    (*path, "channel"),
+                    f"expected a channel of {instrument.name} (1..{instrument.channels}), "
+                    f"got {wire.channel}",
+                )
+            elif wire.channel in used:
+                yield (*path, "channel"), f"channel {wire.channel} is wired twice"
+            used.add(wire.channel)
+            host_name, part = wire.to.split("/", 1)
+            host = hosts.get(host_name)
+            if host is None:
+                known = ", ".join(sorted(hosts))
+                yield (*path, "to"), f"no host named {host_name!r} (hosts: {known})"
+                continue
+            if instrument.kind == "power-supply":
+                names = {n.name for n in host.nics}
+                what = "NIC"
+            else:
+                names = {iface.name for iface in host.interfaces}
+                what = "interface"
+            if part not in names:
+                known = ", ".join(sorted(names)) or "none"
+                yield (
+                    (*path, "to"),
+                    f"expected a {what} of host {host_name} ({known}), got {part!r}",
+                )

@@ -164,16 +164,43 @@ class Switch(_Strict):
     )
 
 
+class Wire(_Strict):
+    """One instrument channel wired to a part of the lab."""
+
+    channel: Count = Field(ge=1, description="instrument channel, from 1")
+    to: str = Field(
+        pattern=r"^[a-z][a-z0-9-]{0,14}/[a-z][a-z0-9_.-]{0,14}$",
+        description="HOST/NIC that a power-supply channel feeds, or HOST/INTERFACE whose "
+        "link an attenuator channel sits on",
+    )
+
+
+#: A resource string meaning "the bench starts an emulator and fills this in".
+EMULATED_RESOURCE = "emulated"
+
+
 class Instrument(_Strict):
-    """A lab instrument reached over VISA (emulated when it has no resource string)."""
+    """A lab instrument reached over VISA: a real one by resource string, or an emulator."""
 
     name: Name
     kind: Literal["power-supply", "optical-attenuator"]
-    model: str | None = None
-    resource: str | None = Field(
-        default=None, description="VISA resource string, e.g. TCPIP0::10.0.0.5::5025::SOCKET"
+    model: str | None = Field(
+        default=None, description="expected in the *IDN? answer (checked when the bench opens it)"
+    )
+    resource: str = Field(
+        default=EMULATED_RESOURCE,
+        min_length=1,
+        description="VISA resource string, e.g. TCPIP0::10.0.0.5::5025::SOCKET, or 'emulated': "
+        "the bench starts an SCPI emulator on a real TCP socket and fills the string in",
     )
     channels: Count = Field(default=1, ge=1, le=64)
+    wiring: tuple[Wire, ...] = Field(
+        default=(), description="which channel powers which NIC / attenuates which link"
+    )
+
+    @property
+    def emulated(self) -> bool:
+        return self.resource == EMULATED_RESOURCE
 
 
 class Guest(_Strict):
