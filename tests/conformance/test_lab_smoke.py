@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
+from pathlib import Path
 
 import pytest
 
+from bench.instruments.registry import open_instrument
 from bench.lab import Lab
 from bench.ssh import SshHost, run_on_all
 from bench.topology import Topology
@@ -77,3 +79,22 @@ def test_every_host_reaches_every_other(topology: Topology, hosts: dict[str, Ssh
             elif mac and f"lladdr {mac}" not in result.stdout:
                 failures.append(f"{name} -> {peer} ({addr}): ARP entry is not {mac}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.catalogue("SMOKE-03")
+@pytest.mark.requires("hosts:1")
+def test_every_instrument_answers_as_the_model_it_should_be(lab: Lab, artifacts: Path) -> None:
+    """Steps: open each instrument of the topology through pyvisa. Verify: *IDN? names the
+    expected model and the error queue is empty."""
+    if not lab.topology.instruments:
+        pytest.skip("the topology has no instruments")
+    for spec in lab.topology.instruments:
+        with open_instrument(
+            spec.kind,
+            lab.instrument_resource(spec.name),
+            spec.channels,
+            expected_model=spec.model,
+            log_path=artifacts / f"{spec.name}.log",
+            name=spec.name,
+        ) as instrument:
+            assert instrument.read_errors() == [], f"{spec.name} has errors queued"
