@@ -78,7 +78,8 @@ def test_run_writes_results_junit_and_summary_and_tears_down(tmp_path: Path) -> 
 
 
 def test_run_on_default_suite_passes(tmp_path: Path) -> None:
-    path, name = write_topology(tmp_path, hosts=3)
+    psu = {"name": "psu1", "kind": "power-supply", "model": "NPA-PSU2", "channels": 2}
+    path, name = write_topology(tmp_path, hosts=3, instruments=[psu])
     report = tmp_path / "report"
     done = npabench("run", str(path), "--report", str(report))
     assert done.returncode == 0, done.stdout + done.stderr

@@ -76,6 +76,8 @@ def test_capabilities_of_the_emulated_lab() -> None:
         "backend:emulated",
         "role:hypervisor",
         "role:traffic-generator",
+        "instrument:power-supply",
+        "instrument:optical-attenuator",
     }
 
 
