@@ -56,7 +56,8 @@ from bench.instruments.errors import (
 _log = logging.getLogger(__name__)
 
 #: Where the per-resource lock files live unless ``NPABENCH_LOCK_DIR`` says otherwise.
-DEFAULT_LOCK_DIR = Path("/run/npabench/locks")
+#: The standard place for lock files, and outside the labs' state root (not mistaken for a lab).
+DEFAULT_LOCK_DIR = Path("/run/lock/npabench")
 
 #: More queued errors than this means the queue never empties (a broken instrument).
 _MAX_QUEUE_DRAIN = 64
@@ -81,7 +82,7 @@ class Identity:
 
 
 def lock_dir_default() -> Path:
-    """The lock directory: ``$NPABENCH_LOCK_DIR`` or ``/run/npabench/locks``."""
+    """The lock directory: ``$NPABENCH_LOCK_DIR`` or ``/run/lock/npabench``."""
     env = os.environ.get("NPABENCH_LOCK_DIR")
     return Path(env) if env else DEFAULT_LOCK_DIR
 
@@ -107,23 +108,35 @@ class ResourceLock:
         return text or "unknown"
 
     def acquire(self, instrument: str, owner: str, wait_s: float) -> None:
-        """Take the lock, waiting up to ``wait_s``; raise :class:`InstrumentBusy`."""
+        """Take the lock, waiting up to ``wait_s``; raise :class:`InstrumentBusy`.
+
+        The holder removes the file when it lets go (no lock files pile up), so
+        a lock taken on a file that was meanwhile removed does not count: the
+        file locked must still be the one at the path.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + wait_s
         while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
+                os.close(fd)
                 if time.monotonic() >= deadline:
-                    os.close(fd)
                     raise InstrumentBusy(
                         instrument,
                         f"in use by another driver: {self.holder()} holds {self.path} "
                         f"(waited {wait_s:g} s)",
                     ) from None
                 time.sleep(0.05)
+                continue
+            try:
+                same = os.fstat(fd).st_ino == self.path.stat().st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the previous holder removed it: lock the new file instead
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} ({owner})\n".encode(), 0)
         self._fd = fd
@@ -132,7 +145,7 @@ class ResourceLock:
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
-            os.ftruncate(self._fd, 0)
+            self.path.unlink()  # before unlocking: a waiter then sees the file is gone
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
