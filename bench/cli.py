@@ -20,8 +20,7 @@ from bench import __version__
 from bench.errors import BenchError, LabError, UsageError
 from bench.instruments.registry import open_instrument
 from bench.lab import Lab, LabState, attach, bring_down, bring_up, cleanup_lab
-from bench.lab.naming import NETNS_PREFIX
-from bench.lab.teardown import labs_with_links
+from bench.lab.teardown import labs_with_links, labs_with_namespaces
 from bench.runner import REPO_ROOT, run_suite
 from bench.signals import sigterm_interrupts
 from bench.ssh import render_ssh_config, run_on_all
@@ -124,14 +123,7 @@ def _readable_state(lab: str) -> LabState | None:
 
 def _labs_on_this_machine() -> list[str]:
     """Labs with a state directory, plus labs whose namespaces or links outlived their state."""
-    labs = set(LabState.known_labs())
-    netns = Path("/run/netns")
-    if netns.is_dir():
-        for entry in netns.iterdir():
-            if entry.name.startswith(NETNS_PREFIX):
-                labs.add(entry.name.removeprefix(NETNS_PREFIX).split("-", 1)[0])
-    labs |= labs_with_links()
-    return sorted(labs)
+    return sorted(set(LabState.known_labs()) | labs_with_namespaces() | labs_with_links())
 
 
 def cmd_status(args: argparse.Namespace) -> int:

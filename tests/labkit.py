@@ -16,6 +16,7 @@ import yaml
 
 from bench.lab.naming import link_alias, netns_prefix
 from bench.lab.processes import pids_mentioning
+from bench.lab.procfs import is_alive
 from bench.lab.state import state_root
 
 T = TypeVar("T")
@@ -114,11 +115,8 @@ def cmdline(pid: int) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    """Whether ``pid`` runs (a zombie does not)."""
+    return is_alive(pid)
 
 
 def leftovers(lab: str, pids: Sequence[int] = ()) -> list[str]:

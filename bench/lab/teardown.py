@@ -32,11 +32,20 @@ def _quiet(argv: list[str]) -> bool:
     return subprocess.run(argv, capture_output=True, check=False).returncode == 0
 
 
+def _namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
 def lab_namespaces(lab: str) -> list[str]:
     """Namespaces on this machine that belong to ``lab`` (by name prefix)."""
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-    names = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
-    return sorted(n for n in names if n.startswith(naming.netns_prefix(lab)))
+    return sorted(n for n in _namespaces() if n.startswith(naming.netns_prefix(lab)))
+
+
+def labs_with_namespaces() -> set[str]:
+    """Names of labs that own a namespace (``npa-<lab>-<host>``; lab names have no '-')."""
+    prefix = naming.NETNS_PREFIX
+    return {n.removeprefix(prefix).split("-", 1)[0] for n in _namespaces() if n.startswith(prefix)}
 
 
 def _link_aliases() -> dict[str, str]:

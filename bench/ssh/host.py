@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from bench.ssh.errors import CommandFailed, CommandTimeout, ConnectionLost, Outp
 from bench.ssh.oneshot import decode, run_oneshot
 from bench.ssh.process import RemoteProcess
 from bench.ssh.result import CommandResult
-from bench.ssh.shell import PendingCommand, PersistentShell, quote_for_eval
+from bench.ssh.shell import PendingCommand, PersistentShell, new_token, quote_for_eval
 
 #: Seconds allowed for the short ``kill`` commands the bench sends itself.
 SIGNAL_TIMEOUT = 5.0
@@ -254,7 +253,7 @@ class SshHost:
         report its PID (e.g. the login shell refused to run it).
         """
         transport = self._require_transport()
-        token = "_npa" + secrets.token_hex(8)
+        token = new_token()
         wrapped = f"echo {token} $$; exec bash -c {quote_for_eval(command)} </dev/null"
         started = time.monotonic()
         try:

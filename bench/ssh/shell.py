@@ -78,7 +78,7 @@ _POLL = 0.5
 _SHELL_COMMAND = "exec bash --noprofile --norc"
 
 
-def _new_token() -> str:
+def new_token() -> str:
     # 64 random bits: output of a command cannot contain the token by chance.
     return "_npa" + secrets.token_hex(8)
 
@@ -220,7 +220,7 @@ class PersistentShell:
         login shell sshd runs first) is discarded.
         """
         self.close()
-        token = _new_token()
+        token = new_token()
         try:
             channel = self._transport.open_session(timeout=self._open_timeout)
             channel.exec_command(_SHELL_COMMAND)
@@ -275,7 +275,7 @@ class PersistentShell:
             self.open()
         channel = self._channel
         assert channel is not None
-        token = _new_token()
+        token = new_token()
         line = (
             f"( eval {quote_for_eval(command)} ) </dev/null & wait $! 2>/dev/null; "
             f"printf '%s R %d\\n' {token} $?; printf '%s E\\n' {token} >&2\n"
