@@ -1,0 +1,83 @@
+"""Guest memory and its buffers: the shell owns every one, and can account for every one.
+
+One shared-memory region holds ``small`` 2 KiB buffers followed by ``large``
+64 KiB ones (for TSO frames); a buffer's address is its offset. Every buffer is
+always in exactly one place — free, posted to a receive ring, or carrying a
+frame being sent — per path (``vf`` or ``emu``); ``audit`` checks that the
+places add up to the total, and a buffer handed back twice or by the wrong
+party is a plugin error, never silently accepted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from drivers.plugin_api import Buffer
+from nic_emulators.shm import SharedRegion
+
+SMALL = 2048
+LARGE = 65536
+
+
+class BufferError_(Exception):
+    """A buffer was returned that was not out (double free, wrong owner)."""
+
+
+class GuestMemory:
+    def __init__(self, name: str, small: int, large: int) -> None:
+        self.region = SharedRegion.create(name, small * SMALL + large * LARGE)
+        self.view = self.region.view
+        self.small_count, self.large_count = small, large
+        self.buffers = [Buffer(i, i * SMALL, SMALL) for i in range(small)]
+        base = small * SMALL
+        self.buffers += [Buffer(small + j, base + j * LARGE, LARGE) for j in range(large)]
+        self.free_small = list(range(small - 1, -1, -1))
+        self.free_large = list(range(small + large - 1, small - 1, -1))
+        #: buffer id -> where it is ("vf-rx", "vf-tx", "emu-rx", "emu-tx"); free ones absent.
+        self.where: dict[int, str] = {}
+
+    @property
+    def name(self) -> str:
+        return self.region.name
+
+    def take(self, place: str, large: bool = False) -> Buffer | None:
+        pool = self.free_large if large else self.free_small
+        if not pool:
+            return None
+        index = pool.pop()
+        self.where[index] = place
+        return self.buffers[index]
+
+    def give_back(self, buffer_id: int, place: str) -> None:
+        """Return a buffer from ``place``; BufferError_ if it was not there."""
+        found = self.where.get(buffer_id)
+        if found != place:
+            raise BufferError_(
+                f"buffer {buffer_id} returned from {place} but it is "
+                f"{'free' if found is None else 'in ' + found}"
+            )
+        del self.where[buffer_id]
+        (self.free_small if buffer_id < self.small_count else self.free_large).append(buffer_id)
+
+    def reclaim(self, *places: str) -> int:
+        """Take back every buffer in ``places`` (the path went away); returns how many."""
+        ids = [i for i, p in self.where.items() if p in places]
+        for buffer_id in ids:
+            self.give_back(buffer_id, self.where[buffer_id])
+        return len(ids)
+
+    def audit(self) -> dict[str, int]:
+        """Where the buffers are; ``balanced`` is 1 when free + out == total."""
+        places = Counter(self.where.values())
+        free = len(self.free_small) + len(self.free_large)
+        total = self.small_count + self.large_count
+        unique = len(set(self.free_small) | set(self.free_large)) == free
+        return {
+            "total": total,
+            "free": free,
+            **{place: places.get(place, 0) for place in ("vf-rx", "vf-tx", "emu-rx", "emu-tx")},
+            "balanced": int(unique and free + sum(places.values()) == total),
+        }
+
+    def close(self) -> None:
+        self.region.close()

@@ -1,0 +1,158 @@
+"""Plugin for alpha VFs: in-place descriptor write-back, shadow rings, TSO and RSS.
+
+Written against the alpha datasheet (``nic_emulators.vendors.alpha_layout``)
+and the plugin interface (``drivers.plugin_api``) only.
+"""
+
+from __future__ import annotations
+
+from drivers.plugin_api import (
+    NO_RECV_INFO,
+    TX_QUEUED,
+    TX_RING_FULL,
+    Buffer,
+    RecvInfo,
+    SendInfo,
+    SgEntry,
+    ShellServices,
+    VfInfo,
+)
+from nic_emulators.vendors import alpha_layout as a
+from nic_emulators.vendors import window as w
+
+PLUGIN_NAME = "alpha"
+VENDOR = "alpha"
+VERSION = "1.2"
+API_VERSION = "1.0"
+MASK = 0xFFFFFFFF
+RX_POST_LIMIT = 256  # buffers kept posted per queue
+
+
+class AlphaPlugin:
+    def __init__(self, window: w.RegisterWindow, info: VfInfo, services: ShellServices) -> None:
+        self.regs, self.rings, self.kick = window.regs, window.rings, window.kick
+        self.info, self.services = info, services
+        self.size, self.queues = info.ring_size, info.queues
+        self.tx_tail = [0] * self.queues
+        self.tx_clean = [0] * self.queues
+        self.tx_eop: list[list[bool]] = [[False] * self.size for _ in range(self.queues)]
+        self.rx_tail = [0] * self.queues
+        self.rx_clean = [0] * self.queues
+        self.rx_shadow: list[list[Buffer | None]] = [[None] * self.size for _ in range(self.queues)]
+        self.tx_base = [a.tx_ring_offset(q, self.size) for q in range(self.queues)]
+        self.rx_base = [a.rx_ring_offset(q, self.size) for q in range(self.queues)]
+
+    def sw_init(self) -> None:
+        self.regs[w.ENABLED_FEATURES] = w.feature_mask(self.info.features)
+        self.regs[w.RX_BUF_SIZE] = 2048
+        for queue in range(self.queues):
+            self.reinit_tx_ring(queue)
+            self.reinit_rx_ring(queue)
+
+    def reinit_tx_ring(self, queue: int) -> None:
+        head = self.regs[w.qreg(queue, w.TX_HEAD)]
+        self.tx_tail[queue] = self.tx_clean[queue] = head
+        self.regs[w.qreg(queue, w.TX_TAIL)] = head
+        self.tx_eop[queue] = [False] * self.size
+
+    def reinit_rx_ring(self, queue: int) -> None:
+        head = self.regs[w.qreg(queue, w.RX_HEAD)]
+        self.rx_tail[queue] = self.rx_clean[queue] = head
+        self.regs[w.qreg(queue, w.RX_TAIL)] = head
+        self.rx_shadow[queue] = [None] * self.size
+
+    def enable_interrupt(self, vector: int) -> None:
+        self.regs[w.IRQ_ENABLE + vector] = 1
+
+    def disable_interrupt(self, vector: int) -> None:
+        self.regs[w.IRQ_ENABLE + vector] = 0
+
+    def add_frame_to_tx_ring(self, queue: int, send_info: SendInfo, sgl: list[SgEntry], last_pkt_hint: bool) -> int:
+        size, tail = self.size, self.tx_tail[queue]
+        if (tail - self.tx_clean[queue]) + len(sgl) >= size:
+            self.regs[w.qreg(queue, w.TX_TAIL)] = tail & MASK
+            self.kick()
+            return TX_RING_FULL
+        base, rings, eop = self.tx_base[queue], self.rings, self.tx_eop[queue]
+        cmd0 = 0
+        vlan = 0
+        if send_info.vlan is not None:
+            cmd0, vlan = a.TX_CMD_VLE, send_info.vlan
+        if send_info.mss:
+            cmd0 |= a.TX_CMD_TSE
+        last = len(sgl) - 1
+        for i, (buffer, length) in enumerate(sgl):
+            slot = tail % size
+            a.TX_DESC.pack_into(rings, base + slot * a.DESC_BYTES, buffer.addr, length,
+                                cmd0 | (a.TX_CMD_EOP if i == last else 0), 0, vlan, send_info.mss)  # fmt: skip
+            eop[slot] = i == last
+            tail += 1
+        self.tx_tail[queue] = tail
+        if last_pkt_hint:
+            self.regs[w.qreg(queue, w.TX_TAIL)] = tail & MASK
+            self.kick()
+        return TX_QUEUED
+
+    def check_tx_ring(self, queue: int) -> int:
+        head = self.regs[w.qreg(queue, w.TX_HEAD)]
+        clean = self.tx_clean[queue]
+        done = (head - clean) & MASK
+        if not done:
+            return 0
+        size, eop = self.size, self.tx_eop[queue]
+        frames = 0
+        for index in range(clean, clean + done):
+            if eop[index % size]:
+                frames += 1
+        self.tx_clean[queue] = clean + done
+        if frames:
+            self.services.complete_send(queue, frames)
+        return frames
+
+    def check_rx_ring(self, queue: int, max_pkts: int) -> int:
+        size, rings, base = self.size, self.rings, self.rx_base[queue]
+        shadow, indicate = self.rx_shadow[queue], self.services.indicate_recv
+        clean, tail = self.rx_clean[queue], self.rx_tail[queue]
+        count = 0
+        while clean != tail and count < max_pkts:
+            offset = base + (clean % size) * a.DESC_BYTES
+            if not rings[offset + a.RX_STATUS_OFFSET] & a.RX_STATUS_DD:
+                break
+            _rss, length, status, _err, vlan, _ptype, _ = a.RX_DESC_WB.unpack_from(rings, offset)
+            buffer = shadow[clean % size]
+            shadow[clean % size] = None
+            clean += 1
+            count += 1
+            if buffer is None:
+                self.services.log("error", f"queue {queue}: completion for an empty slot {clean - 1}")
+                continue
+            info = RecvInfo(vlan=vlan) if status & a.RX_STATUS_VP else NO_RECV_INFO
+            indicate(buffer, length, info)
+        self.rx_clean[queue] = clean
+        return count
+
+    def add_buffers_to_rx_ring(self, queue: int) -> int:
+        size, rings, base = self.size, self.rings, self.rx_base[queue]
+        shadow, alloc = self.rx_shadow[queue], self.services.alloc_small_buffer
+        tail, limit = self.rx_tail[queue], min(self.size - 1, RX_POST_LIMIT)
+        added = 0
+        while tail - self.rx_clean[queue] < limit:
+            buffer = alloc()
+            if buffer is None:
+                break
+            slot = tail % size
+            a.RX_DESC_READ.pack_into(rings, base + slot * a.DESC_BYTES, buffer.addr, 0)
+            shadow[slot] = buffer
+            tail += 1
+            added += 1
+        if added:
+            self.rx_tail[queue] = tail
+            self.regs[w.qreg(queue, w.RX_TAIL)] = tail & MASK
+        return added
+
+    def posted_rx(self) -> list[Buffer]:
+        return [b for ring in self.rx_shadow for b in ring if b is not None]
+
+
+def plugin_entry(window: w.RegisterWindow, info: VfInfo, services: ShellServices) -> AlphaPlugin:
+    return AlphaPlugin(window, info, services)

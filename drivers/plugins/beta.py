@@ -1,0 +1,146 @@
+"""Plugin for beta VFs: buffer ids against a registered table, completion queues with owner bits.
+
+Written against the beta datasheet (``nic_emulators.vendors.beta_layout``) and
+the plugin interface (``drivers.plugin_api``) only. No TSO, no RSS, no
+multi-buffer frames.
+"""
+
+from __future__ import annotations
+
+from drivers.plugin_api import (
+    NO_RECV_INFO,
+    TX_QUEUED,
+    TX_RING_FULL,
+    Buffer,
+    RecvInfo,
+    SendInfo,
+    SgEntry,
+    ShellServices,
+    VfInfo,
+)
+from nic_emulators.vendors import beta_layout as b
+from nic_emulators.vendors import window as w
+
+PLUGIN_NAME = "beta"
+VENDOR = "beta"
+VERSION = "3.0"
+API_VERSION = "1.0"
+MASK = 0xFFFFFFFF
+RX_POST_LIMIT = 200
+
+
+class BetaPlugin:
+    def __init__(self, window: w.RegisterWindow, info: VfInfo, services: ShellServices) -> None:
+        self.regs, self.rings, self.kick = window.regs, window.rings, window.kick
+        self.info, self.services = info, services
+        self.size, self.queues = info.ring_size, info.queues
+        self.tx_tail = [0] * self.queues
+        self.tx_ci = [0] * self.queues
+        self.rx_tail = [0] * self.queues
+        self.rx_ci = [0] * self.queues
+        self.posted: list[dict[int, Buffer]] = [{} for _ in range(self.queues)]
+
+    def sw_init(self) -> None:
+        base, stride, count = self.info.buffer_table
+        self.regs[w.BUF_BASE], self.regs[w.BUF_STRIDE], self.regs[w.BUF_COUNT] = base, stride, count
+        self.regs[w.ENABLED_FEATURES] = w.feature_mask(self.info.features)
+        for queue in range(self.queues):
+            self.reinit_tx_ring(queue)
+            self.reinit_rx_ring(queue)
+
+    def reinit_tx_ring(self, queue: int) -> None:
+        head = self.regs[w.qreg(queue, w.TX_HEAD)]
+        self.tx_tail[queue] = self.tx_ci[queue] = head
+        self.regs[w.qreg(queue, w.TX_TAIL)] = head
+        self.regs[w.qreg(queue, w.TX_CQ_CI)] = head
+
+    def reinit_rx_ring(self, queue: int) -> None:
+        head = self.regs[w.qreg(queue, w.RX_HEAD)]
+        self.rx_tail[queue] = self.rx_ci[queue] = head
+        self.regs[w.qreg(queue, w.RX_TAIL)] = head
+        self.regs[w.qreg(queue, w.RX_CQ_CI)] = head
+        self.posted[queue] = {}
+
+    def enable_interrupt(self, vector: int) -> None:
+        self.regs[w.IRQ_ENABLE + vector] = 1
+
+    def disable_interrupt(self, vector: int) -> None:
+        self.regs[w.IRQ_ENABLE + vector] = 0
+
+    def add_frame_to_tx_ring(self, queue: int, send_info: SendInfo, sgl: list[SgEntry], last_pkt_hint: bool) -> int:
+        tail = self.tx_tail[queue]
+        if tail - self.tx_ci[queue] >= self.size or len(sgl) != 1:
+            self.regs[w.qreg(queue, w.TX_TAIL)] = tail & MASK
+            self.kick()
+            return TX_RING_FULL
+        buffer, length = sgl[0]
+        flags, vlan = (b.TX_FLAG_VLAN, send_info.vlan) if send_info.vlan is not None else (0, 0)
+        offset = b.tx_wq_offset(queue, self.size) + (tail % self.size) * b.TX_WQE.size
+        b.TX_WQE.pack_into(self.rings, offset, buffer.id, length, flags, vlan, tail & MASK)
+        tail += 1
+        self.tx_tail[queue] = tail
+        if last_pkt_hint:
+            self.regs[w.qreg(queue, w.TX_TAIL)] = tail & MASK
+            self.kick()
+        return TX_QUEUED
+
+    def check_tx_ring(self, queue: int) -> int:
+        size, rings = self.size, self.rings
+        cq = b.tx_cq_offset(queue, size)
+        ci, tail = self.tx_ci[queue], self.tx_tail[queue]
+        start = ci
+        while ci != tail:
+            if rings[cq + (ci % size) * b.TX_CQE.size + b.TX_CQE_OWNER_OFFSET] != b.owner_bit(ci, size):
+                break
+            ci += 1
+        done = ci - start
+        if done:
+            self.tx_ci[queue] = ci
+            self.regs[w.qreg(queue, w.TX_CQ_CI)] = ci & MASK
+            self.services.complete_send(queue, done)
+        return done
+
+    def check_rx_ring(self, queue: int, max_pkts: int) -> int:
+        size, rings = self.size, self.rings
+        cq = b.rx_cq_offset(queue, size)
+        posted, indicate = self.posted[queue], self.services.indicate_recv
+        ci, tail = self.rx_ci[queue], self.rx_tail[queue]
+        count = 0
+        while ci != tail and count < max_pkts:
+            offset = cq + (ci % size) * b.RX_CQE.size
+            if rings[offset + b.RX_CQE_OWNER_OFFSET] != b.owner_bit(ci, size):
+                break
+            buffer_id, length, flags, vlan, _owner, _op, _ = b.RX_CQE.unpack_from(rings, offset)
+            ci += 1
+            count += 1
+            buffer = posted.pop(buffer_id, None)
+            if buffer is None:
+                self.services.log("error", f"queue {queue}: completion for buffer {buffer_id} never posted")
+                continue
+            indicate(buffer, length, RecvInfo(vlan=vlan) if flags & b.RX_FLAG_VLAN else NO_RECV_INFO)
+        if count:
+            self.rx_ci[queue] = ci
+            self.regs[w.qreg(queue, w.RX_CQ_CI)] = ci & MASK
+        return count
+
+    def add_buffers_to_rx_ring(self, queue: int) -> int:
+        size, rings = self.size, self.rings
+        wq, posted, alloc = b.rx_wq_offset(queue, size), self.posted[queue], self.services.alloc_small_buffer
+        tail, added = self.rx_tail[queue], 0
+        limit = min(size, RX_POST_LIMIT)
+        while tail - self.rx_ci[queue] < limit:
+            buffer = alloc()
+            if buffer is None:
+                break
+            b.RX_WQE.pack_into(rings, wq + (tail % size) * b.RX_WQE.size, buffer.id, tail & MASK)
+            posted[buffer.id] = buffer
+            tail += 1
+            added += 1
+        if added:
+            self.rx_tail[queue] = tail
+            self.regs[w.qreg(queue, w.RX_TAIL)] = tail & MASK
+        return added
+
+
+def plugin_entry(window: w.RegisterWindow, info: VfInfo, services: ShellServices) -> BetaPlugin:
+    return BetaPlugin(window, info, services)

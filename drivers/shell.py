@@ -1,0 +1,482 @@
+"""The vmxnet3 shell: the guest's one NIC driver, in passthrough through a plugin or in emulation.
+
+Run as ``python -m drivers.shell --config FILE`` in the guest's network
+namespace. The guest's netdev is a TAP the bench made; the shell is its only
+queue: frames the guest's kernel sends are read from the TAP and posted on
+the VF's rings (through the vendor plugin) or on the emulated vmxnet3 rings;
+frames received on either are written back into the TAP. The netdev, its MAC
+and its IP never change, whatever the data path does underneath.
+
+The shell owns every buffer (``drivers.guest_memory``), so the hypervisor can
+take the VF away at any moment; it follows the device's steps (``attach``,
+``go``, ``hold``, ``detach``, ``vf-lost``; see ``nic_emulators.vmxnet3.device``)
+and reports a stuck or lying plugin as a runtime error. It serves ``shell.sock``
+for the guest-side view: counters, buffer accounting, plugin faults, reload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from drivers.emulated_path import EmulatedRings
+from drivers.faulty_plugin import FAULTS, FaultyPlugin
+from drivers.guest_memory import SMALL, BufferError_, GuestMemory
+from drivers.plugin_api import PLAIN_SEND, TX_RING_FULL, Buffer, PluginRefused, RecvInfo, SgEntry
+from drivers.plugin_loader import load_plugin
+from drivers.vf_attachment import VfAttachment
+from nic_emulators.config import ShellConfig, read_config, shm_name
+from nic_emulators.control import Connection, ControlError, ControlServer
+from nic_emulators.vendors.engine import insert_vlan
+
+IDLE_WAKE_S = 0.05
+TAP_BATCH = 64
+RX_BUDGET = 256
+COUNTERS = (
+    "tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_dropped", "rx_dropped",
+    "vf_tx_packets", "vf_rx_packets", "emu_tx_packets", "emu_rx_packets",
+)  # fmt: skip
+
+
+class Shell:
+    def __init__(self, config: ShellConfig) -> None:
+        self.config = config
+        self.run_dir = Path(config.run_dir)
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        self.memory = GuestMemory(shm_name(config.lab, config.guest, "mem"), config.small_buffers, config.large_buffers)
+        from drivers.tap import open_tap
+
+        self.tap = open_tap(config.tap)
+        self.selector.register(self.tap, selectors.EVENT_READ, self._from_tap)
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.pending: deque[bytes] = deque()
+        self.tx_path = "emu"  # emu | vf | hold | to-vf
+        self.vf: VfAttachment | None = None
+        self.plugin_fault: str | None = None
+        self.installed: dict[str, str] = {}
+        self.reload_next = False
+        self.errors: list[str] = []
+        self.next_id = 100
+        self.vmx = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.vmx.connect(str(self.run_dir / "vmx.sock"))
+        self.vmx_inbuf = b""
+        hello = self._call_blocking("hello", memory=self.memory.name, tap=config.tap, pid=os.getpid())
+        self.emu = EmulatedRings(hello["region"], hello["doorbell"], hello["interrupt"], self.memory)
+        self.emu.post_rx()
+        self.selector.register(self.emu.interrupt, selectors.EVENT_READ, self.emu.interrupt.drain)
+        self.vmx.setblocking(False)
+        self.selector.register(self.vmx, selectors.EVENT_READ, self._from_vmx)
+        self.control = ControlServer(self.selector, self.run_dir / "shell.sock", self._handle)
+
+    # -- talking to the device ---------------------------------------------------------------------
+
+    def _call_blocking(self, op: str, **args: Any) -> dict[str, Any]:
+        self.vmx.sendall((json.dumps({"id": 1, "op": op, **args}) + "\n").encode())
+        self.vmx.settimeout(10)
+        while True:
+            while b"\n" not in self.vmx_inbuf:
+                data = self.vmx.recv(65536)
+                if not data:
+                    raise ControlError(f"the device closed the connection during {op}", "EPIPE")
+                self.vmx_inbuf += data
+            line, self.vmx_inbuf = self.vmx_inbuf.split(b"\n", 1)
+            reply = json.loads(line)
+            if "event" not in reply:
+                break
+            self.vmx_inbuf = line + b"\n" + self.vmx_inbuf  # an early step: handled by the loop
+            raise ControlError(f"{op}: the device sent a step before answering", "EPROTO")
+        if not reply.get("ok"):
+            raise ControlError(f"{op}: {reply.get('error')}", str(reply.get("code")))
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    def _send_vmx(self, op: str, **args: Any) -> None:
+        self.next_id += 1
+        data = (json.dumps({"id": self.next_id, "op": op, **args}) + "\n").encode()
+        self.vmx.setblocking(True)
+        try:
+            self.vmx.sendall(data)
+        finally:
+            self.vmx.setblocking(False)
+
+    def _from_vmx(self) -> None:
+        try:
+            data = self.vmx.recv(65536)
+        except BlockingIOError:
+            return
+        if not data:
+            print("device connection closed; stopping", file=sys.stderr, flush=True)
+            self.stopping = True
+            return
+        self.vmx_inbuf += data
+        while b"\n" in self.vmx_inbuf:
+            line, self.vmx_inbuf = self.vmx_inbuf.split(b"\n", 1)
+            message = json.loads(line)
+            if "event" in message:
+                self._device_step(message)
+
+    def _device_step(self, message: dict[str, Any]) -> None:
+        event, seq = message["event"], message.get("seq")
+        answer: dict[str, Any] = {"ok": True}
+        try:
+            if event == "attach":
+                answer = self._attach(message["info"])
+            elif event == "go":
+                self.tx_path = "to-vf"
+            elif event == "hold":
+                self.tx_path = "hold"
+            elif event == "detach":
+                answer = self._detach(lost=False)
+            elif event == "vf-lost":
+                answer = self._detach(lost=True)
+            else:
+                return
+        except Exception as err:  # answer the device whatever happens, or it waits for nothing
+            answer = {"ok": False, "reason": f"{type(err).__name__}: {err}"}
+        if seq is not None:
+            self._send_vmx("answer", seq=seq, **answer)
+
+    # -- passthrough ---------------------------------------------------------------------------------
+
+    def _attach(self, info: dict[str, Any]) -> dict[str, Any]:
+        if self.vf is not None:
+            self._drop_vf()
+        try:
+            module = load_plugin(info, self.installed, reload=self.reload_next)
+        except PluginRefused as err:
+            self.errors.append(str(err))
+            return {"ok": False, "reason": str(err)}
+        self.reload_next = False
+        table = (0, SMALL, self.memory.small_count)
+        attachment = VfAttachment(info, module, self, table)
+        if self.plugin_fault:
+            attachment.plugin = FaultyPlugin(attachment.plugin, attachment.window, self.plugin_fault)  # type: ignore[assignment]
+        self.vf = attachment
+        try:
+            attachment.start(time.monotonic())
+        except Exception:
+            self._drop_vf()
+            raise
+        self.selector.register(attachment.interrupt, selectors.EVENT_READ, attachment.interrupt.drain)
+        return {"ok": True, "plugin": info["plugin"], "features": sorted(attachment.features)}
+
+    def _detach(self, lost: bool) -> dict[str, Any]:
+        vf = self.vf
+        if vf is None:
+            self.tx_path = "emu"
+            self._transmit()
+            return {"ok": True, "note": "no VF attached"}
+        unreported = 0
+        if not lost:
+            with contextlib.suppress(Exception):  # a broken plugin must not stop the fallback
+                for queue in range(vf.queues):
+                    vf.plugin.check_tx_ring(queue)
+                    while vf.plugin.check_rx_ring(queue, RX_BUDGET):
+                        pass
+            # The device was quiesced: everything posted went out, reported or not.
+            unreported = vf.in_flight()
+            for queue in vf.outstanding:
+                while queue:
+                    self._sent(queue.popleft(), "vf")
+        else:
+            unreported = vf.in_flight()
+            self.counters["tx_dropped"] += unreported
+        self._drop_vf()
+        self.tx_path = "emu"
+        self._transmit()
+        return {"ok": True, "unreported": unreported, "lost": lost}
+
+    def _drop_vf(self) -> None:
+        vf, self.vf = self.vf, None
+        if vf is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(vf.interrupt)
+        vf.close()
+        self.memory.reclaim("vf-rx", "vf-tx")
+
+    def _runtime_error(self, reason: str) -> None:
+        """The plugin broke its contract: stop using the VF now, and tell the device."""
+        self.errors.append(reason)
+        print(f"runtime error: {reason}", file=sys.stderr, flush=True)
+        if self.vf is not None:
+            self.counters["tx_dropped"] += self.vf.in_flight()
+            self._drop_vf()
+        self.tx_path = "emu"
+        self._send_vmx("runtime-error", reason=reason)
+
+    # -- shell services for the plugin ------------------------------------------------------------------
+
+    def alloc_small_buffer(self) -> Buffer | None:
+        return self.memory.take("vf-rx")
+
+    def alloc_large_buffer(self) -> Buffer | None:
+        return self.memory.take("vf-rx", large=True)
+
+    def indicate_recv(self, buffer: Buffer, length: int, info: RecvInfo) -> None:
+        self._to_tap(buffer, length, info.vlan, "vf")
+        self.memory.give_back(buffer.id, "vf-rx")
+
+    def complete_send(self, queue: int, count: int) -> None:
+        vf = self.vf
+        if vf is None:
+            return
+        outstanding = vf.outstanding[queue]
+        if count > len(outstanding):
+            raise BufferError_(f"plugin completed {count} frames on queue {queue}, {len(outstanding)} were out")
+        for _ in range(count):
+            self._sent(outstanding.popleft(), "vf")
+        vf.last_progress = time.monotonic()
+
+    def log(self, level: str, message: str) -> None:
+        print(f"plugin {level}: {message}", file=sys.stderr, flush=True)
+        if level == "error":
+            self.errors.append(message)
+
+    # -- frames -------------------------------------------------------------------------------------------
+
+    def _sent(self, item: tuple[int, int], path: str) -> None:
+        buffer_id, length = item
+        self.memory.give_back(buffer_id, f"{path}-tx")
+        counters = self.counters
+        counters["tx_packets"] += 1
+        counters["tx_bytes"] += length
+        counters[f"{path}_tx_packets"] += 1
+
+    def _to_tap(self, buffer: Buffer, length: int, vlan: int | None, path: str) -> None:
+        frame: Any = self.memory.view[buffer.addr : buffer.addr + length]
+        if vlan is not None:
+            frame = insert_vlan(bytes(frame), vlan)
+        try:
+            os.write(self.tap, frame)
+        except OSError:
+            self.counters["rx_dropped"] += 1
+            return
+        counters = self.counters
+        counters["rx_packets"] += 1
+        counters["rx_bytes"] += length
+        counters[f"{path}_rx_packets"] += 1
+
+    def _from_emu(self, buffer: Buffer, length: int) -> None:
+        self._to_tap(buffer, length, None, "emu")
+
+    def _from_tap(self) -> None:
+        if len(self.pending) >= TAP_BATCH:
+            return  # backpressure: the TAP's own queue holds the rest
+        read, tap, pending = os.read, self.tap, self.pending
+        for _ in range(TAP_BATCH):
+            try:
+                pending.append(read(tap, 65536))
+            except BlockingIOError:
+                break
+        self._transmit()
+
+    def _transmit(self) -> None:
+        pending = self.pending
+        if not pending:
+            return
+        path = self.tx_path
+        if path == "vf" and self.vf is not None:
+            self._transmit_vf(self.vf)
+        elif path == "emu":
+            self._transmit_emu()
+
+    def _transmit_vf(self, vf: VfAttachment) -> None:
+        pending, memory, view = self.pending, self.memory, self.memory.view
+        plugin, outstanding = vf.plugin, vf.outstanding
+        queues = vf.queues
+        try:
+            while pending:
+                frame = pending[0]
+                length = len(frame)
+                buffer = memory.take("vf-tx", large=length > SMALL)
+                if buffer is None:
+                    for queue in range(queues):
+                        plugin.check_tx_ring(queue)
+                    buffer = memory.take("vf-tx", large=length > SMALL)
+                    if buffer is None:
+                        break
+                view[buffer.addr : buffer.addr + length] = frame
+                queue = 0 if queues == 1 else hash(frame[26:34]) % queues
+                if not outstanding[queue]:
+                    vf.last_progress = time.monotonic()
+                last = len(pending) == 1
+                if plugin.add_frame_to_tx_ring(queue, PLAIN_SEND, [SgEntry(buffer, length)], last) == TX_RING_FULL:
+                    memory.give_back(buffer.id, "vf-tx")
+                    if not plugin.check_tx_ring(queue):
+                        break
+                    continue
+                outstanding[queue].append((buffer.id, length))
+                pending.popleft()
+        except (BufferError_, Exception) as err:  # the plugin broke: contain it
+            self._runtime_error(f"plugin failed while sending: {type(err).__name__}: {err}")
+
+    def _transmit_emu(self) -> None:
+        pending, memory, view, emu = self.pending, self.memory, self.memory.view, self.emu
+        sent = 0
+        while pending:
+            frame = pending[0]
+            length = len(frame)
+            if length > SMALL:
+                pending.popleft()
+                self.counters["tx_dropped"] += 1
+                continue
+            buffer = memory.take("emu-tx")
+            if buffer is None:
+                emu.reclaim(self._emu_sent)
+                buffer = memory.take("emu-tx")
+                if buffer is None:
+                    break
+            view[buffer.addr : buffer.addr + length] = frame
+            if not emu.send(buffer, length):
+                memory.give_back(buffer.id, "emu-tx")
+                emu.flush()
+                if not emu.reclaim(self._emu_sent):
+                    break
+                continue
+            pending.popleft()
+            sent += 1
+        if sent:
+            emu.flush()
+
+    def _emu_sent(self, buffer_id: int, length: int) -> None:
+        self._sent((buffer_id, length), "emu")
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    def _service(self) -> bool:
+        """Poll every ring once; True if anything moved."""
+        moved = 0
+        vf = self.vf
+        if vf is not None:
+            try:
+                plugin = vf.plugin
+                for queue in range(vf.queues):
+                    moved += plugin.check_rx_ring(queue, RX_BUDGET)
+                    plugin.add_buffers_to_rx_ring(queue)
+                    moved += plugin.check_tx_ring(queue)
+            except Exception as err:
+                self._runtime_error(f"plugin failed: {type(err).__name__}: {err}")
+            else:
+                self._watchdog(vf)
+        moved += self.emu.poll_rx(self._from_emu)
+        moved += self.emu.reclaim(self._emu_sent)
+        if self.tx_path == "to-vf" and self.emu.tx_idle():
+            self.tx_path = "vf"
+        if self.pending:
+            self._transmit()
+            if len(self.pending) < TAP_BATCH:
+                self._from_tap()
+        return moved > 0
+
+    def _watchdog(self, vf: VfAttachment) -> None:
+        if vf.in_flight() and time.monotonic() - vf.last_progress > self.config.tx_timeout_ms / 1000:
+            self._runtime_error(
+                f"TX timeout: {vf.in_flight()} frames outstanding on the VF with no completion "
+                f"for {self.config.tx_timeout_ms} ms"
+            )
+
+    def _arm(self) -> float:
+        """Enable interrupts before sleeping; re-poll so nothing that raced in is left waiting."""
+        if self.vf is not None:
+            with contextlib.suppress(Exception):
+                self.vf.plugin.enable_interrupt(0)
+        self.emu.enable_interrupt()
+        if self._service():
+            return 0.0
+        if self.vf is not None and self.vf.in_flight():
+            return min(IDLE_WAKE_S, self.config.tx_timeout_ms / 4000)
+        return IDLE_WAKE_S
+
+    def run(self) -> None:
+        print("READY", flush=True)
+        self._send_vmx("ready")
+        select = self.selector.select
+        timeout = 0.0
+        while not self.stopping:
+            for key, _ in select(timeout):
+                key.data()
+            timeout = 0.0 if self._service() else self._arm()
+
+    # -- guest-side control ----------------------------------------------------------------------------------
+
+    def _handle(self, conn: Connection, request_id: int, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        del conn, request_id
+        if op == "status":
+            vf = self.vf
+            return {
+                "guest": self.config.guest,
+                "tap": self.config.tap,
+                "tx_path": self.tx_path,
+                "plugin": vf.info["plugin"] if vf else None,
+                "features": sorted(vf.features) if vf else [],
+                "in_flight": vf.in_flight() if vf else 0,
+                "counters": dict(self.counters),
+                "buffers": self.memory.audit(),
+                "errors": self.errors[-20:],
+                "plugin_fault": self.plugin_fault,
+                "installed": dict(self.installed),
+            }
+        if op == "plugin-fault":
+            fault = args.get("fault")
+            if fault is not None and fault not in FAULTS:
+                raise ControlError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}", "EINVAL")
+            self.plugin_fault = fault
+            if self.vf is not None:
+                inner = getattr(self.vf.plugin, "inner", self.vf.plugin)
+                self.vf.plugin = FaultyPlugin(inner, self.vf.window, fault) if fault else inner  # type: ignore[assignment]
+            return {"fault": fault}
+        if op == "install-plugin":
+            name, module = str(args["name"]), args.get("module")
+            if module:
+                self.installed[name] = str(module)
+            else:
+                self.installed.pop(name, None)
+            return {"installed": dict(self.installed)}
+        if op == "reload-plugin":
+            self.reload_next = True
+            self._send_vmx("reload")
+            return {"requested": True}
+        raise ControlError(f"unknown operation {op!r}", "EINVAL")
+
+    def close(self) -> None:
+        self._drop_vf()
+        self.control.close()
+        with contextlib.suppress(OSError):
+            self.vmx.close()
+        self.emu.close()
+        os.close(self.tap)
+        self.memory.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m drivers.shell", description=__doc__)
+    parser.add_argument("--config", required=True, type=Path, help="ShellConfig JSON file")
+    args = parser.parse_args(argv)
+    shell = Shell(read_config(ShellConfig, args.config))
+
+    def stop(*_: object) -> None:
+        shell.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        shell.run()
+    finally:
+        shell.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""An emulated SR-IOV NIC: the process behind one ``nics:`` entry of an emulated host.
+
+Run as ``python -m nic_emulators.nic --config FILE`` in the host's network
+namespace. One single-threaded loop moves frames between the wire (the host's
+uplink interface), the VFs' rings in shared memory and the PF port (vports of
+emulated guests), through the embedded switch; the same loop serves the
+control socket (VF operations, link, power; ``nic_emulators.nic_ops``) and,
+for FPGA models, the CSR socket.
+
+Interrupt moderation: the loop raises at most one interrupt per VF per pass,
+and only while the driver has the vector enabled (a NAPI driver disables it
+while it polls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import selectors
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nic_emulators.config import NicConfig, read_config, shm_name
+from nic_emulators.control import ControlServer
+from nic_emulators.eswitch import ESwitch
+from nic_emulators.models import MODELS
+from nic_emulators.ports import PfPort, WirePort
+from nic_emulators.vendors import window as w
+from nic_emulators.vendors.engine import DELIVERED, NO_BUFFER, DeviceFault
+from nic_emulators.vf import VirtualFunction
+
+TX_BUDGET = 64
+#: Longest sleep of an idle loop: a backstop for a doorbell lost to a race.
+IDLE_WAKE_S = 0.01
+
+
+class Nic:
+    def __init__(self, config: NicConfig) -> None:
+        self.config = config
+        self.model = MODELS[config.model]
+        self.name = f"{config.host}/{config.name}"
+        self.run_dir = Path(config.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.selector = selectors.DefaultSelector()
+        self.eswitch = ESwitch()
+        self.powered = False
+        self.link_up = True
+        self.stopping = False
+        self.vector_pool = config.interrupt_vectors
+        self.injected: dict[str, str] = {}  # op -> error message, for failure-injection tests
+        self.vfs = [
+            VirtualFunction(i, self.model, shm_name(config.lab, config.host, config.name, f"vf{i}"), self.run_dir)
+            for i in range(config.vfs)
+        ]
+        self.vf_by_port = {vf.port: vf for vf in self.vfs}
+        self.active: list[VirtualFunction] = []
+        self.vports: dict[str, str] = {}  # vport port name -> backend socket path
+        self.vport_by_peer: dict[str, str] = {}
+        self.wire = WirePort(config.uplink)
+        self.pf = PfPort(self.run_dir / "pf.sock")
+        self.selector.register(self.wire, selectors.EVENT_READ, self._from_wire)
+        self.selector.register(self.pf, selectors.EVENT_READ, self._from_pf)
+        from nic_emulators.nic_ops import NicOperations
+
+        self.ops = NicOperations(self)
+        self.control = ControlServer(self.selector, self.run_dir / "ctl.sock", self.ops.handle)
+        self.csr: Any = None
+        self.drops = {"link_down": 0, "powered_off": 0}
+        if config.powered:
+            self.power_on()
+
+    # -- power, link ---------------------------------------------------------------
+
+    def power_on(self) -> None:
+        if self.powered:
+            return
+        self.powered = True
+        for vf in self.vfs:
+            vf.enumerate()
+            self.selector.register(vf.doorbell, selectors.EVENT_READ, vf.doorbell.drain)  # type: ignore[union-attr,arg-type]
+        self.vector_pool = self.config.interrupt_vectors
+        if self.model.csr:
+            self._start_csr()
+        self.control.publish("power", on=True, nic=self.name, vfs=len(self.vfs))
+
+    def power_off(self) -> None:
+        if not self.powered:
+            return
+        for vf in self.vfs:
+            owner = vf.owner
+            self._vf_gone(vf)
+            if owner:
+                self.control.publish("vf-removed", vf=vf.index, owner=owner, reason="NIC powered off")
+        self.powered = False
+        if self.csr is not None:
+            self.csr.close()
+            self.csr = None
+        self.control.publish("power", on=False, nic=self.name)
+
+    def _vf_gone(self, vf: VirtualFunction) -> None:
+        self._deactivate(vf)
+        if vf.doorbell is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(vf.doorbell)
+        vf.vanish()
+
+    def set_link(self, up: bool) -> None:
+        if up == self.link_up:
+            return
+        self.link_up = up
+        for vf in self.active:
+            vf.set_status(up)
+        self.control.publish("link", up=up, nic=self.name)
+
+    def _start_csr(self) -> None:
+        from nic_emulators.csr.regmap import RegisterMap
+        from nic_emulators.csr.server import CsrServer
+
+        from nic_emulators.fpga_board import FpgaBoardView
+
+        self.csr = CsrServer(self.selector, RegisterMap(FpgaBoardView(self)), port=self.config.csr_port)
+        (self.run_dir / "csr.port").write_text(str(self.csr.port))
+
+    # -- steering ---------------------------------------------------------------------
+
+    def activate(self, vf: VirtualFunction) -> None:
+        """VF_ACTIVATE: frames for the owner now go to the VF, not to its vport."""
+        vport = f"vport:{vf.owner}"
+        if vport in self.vports:
+            self.eswitch.disable(vport)
+        self.eswitch.enable(vf.port)
+        vf.activate(self.link_up)
+        if vf not in self.active:
+            self.active.append(vf)
+
+    def _deactivate(self, vf: VirtualFunction) -> None:
+        """Take the VF off the data path; its owner's vport (emulation) gets its frames again."""
+        if vf in self.active:
+            self.active.remove(vf)
+        with contextlib.suppress(KeyError):
+            self.eswitch.disable(vf.port)
+        vport = f"vport:{vf.owner}"
+        if vf.owner and vport in self.vports:
+            with contextlib.suppress(Exception):
+                self.eswitch.enable(vport)
+
+    def quiesce(self, vf: VirtualFunction) -> None:
+        """VF_QUIESCE: finish what the driver posted, then stop the VF and steer to emulation."""
+        if vf.state == "active" and vf.engine is not None:
+            try:
+                for queue in range(vf.engine.queues):
+                    while vf.engine.pending_tx(queue):
+                        self._transmit(vf, vf.engine.poll_tx(queue, TX_BUDGET), queue)
+            except DeviceFault as fault:
+                self.quarantine(vf, fault)
+        self._deactivate(vf)
+        if vf.state != "quarantined":
+            vf.quiesce()
+
+    def quarantine(self, vf: VirtualFunction, fault: DeviceFault) -> None:
+        owner = vf.owner
+        self._deactivate(vf)
+        vf.quarantine(fault.code, str(fault))
+        print(f"VF {vf.index} ({owner}) quarantined: {fault}", file=sys.stderr, flush=True)
+        self.control.publish("vf-error", vf=vf.index, owner=owner, code=fault.code, message=str(fault))
+
+    # -- data path --------------------------------------------------------------------
+
+    def _transmit(self, vf: VirtualFunction, frames: list[bytes], queue: int) -> None:
+        counters = vf.totals[queue]
+        from_port = self.eswitch.from_port
+        for frame in frames:
+            counters["tx_packets"] += 1
+            counters["tx_bytes"] += len(frame)
+            self._dispatch(from_port(vf.port, frame))
+        if frames:
+            vf.irq_pending = True
+
+    def _dispatch(self, deliveries: list[tuple[str, bytes]]) -> None:
+        for port, frame in deliveries:
+            if port == "uplink":
+                if self.link_up and self.powered:
+                    self.wire.send(frame)
+                else:
+                    self.drops["link_down" if self.powered else "powered_off"] += 1
+            elif port in self.vports:
+                self.pf.send(frame, self.vports[port])
+            else:
+                vf = self.vf_by_port.get(port)
+                if vf is not None and vf.engine is not None and vf.state == "active":
+                    self._receive(vf, frame)
+
+    def _receive(self, vf: VirtualFunction, frame: bytes) -> None:
+        engine = vf.engine
+        assert engine is not None
+        queue = 0
+        if engine.queues > 1 and engine.regs[w.ENABLED_FEATURES] & w.FEATURE_BITS["rss"]:
+            queue = hash(frame[26:34]) % engine.queues  # IPv4 source+destination
+        try:
+            result = engine.deliver(queue, frame)
+        except DeviceFault as fault:
+            self.quarantine(vf, fault)
+            return
+        counters = vf.totals[queue]
+        if result == DELIVERED:
+            counters["rx_packets"] += 1
+            counters["rx_bytes"] += len(frame)
+            vf.irq_pending = True
+        elif result == NO_BUFFER:
+            counters["rx_no_buffer"] += 1
+        else:
+            counters["rx_too_long"] += 1
+
+    def _from_wire(self) -> None:
+        deliver = self.eswitch.from_uplink
+        for frame in self.wire.receive():
+            if self.link_up and self.powered:
+                self._dispatch(deliver(frame))
+            else:
+                self.drops["link_down" if self.powered else "powered_off"] += 1
+
+    def _from_pf(self) -> None:
+        from_port = self.eswitch.from_port
+        for frame, peer in self.pf.receive():
+            vport = self.vport_by_peer.get(peer)
+            if vport is not None:
+                self._dispatch(from_port(vport, frame))
+
+    def _poll_vfs(self) -> bool:
+        busy = False
+        for vf in list(self.active):
+            engine = vf.engine
+            if engine is None:
+                continue
+            for queue in range(engine.queues):
+                try:
+                    frames = engine.poll_tx(queue, TX_BUDGET)
+                except DeviceFault as fault:
+                    self.quarantine(vf, fault)
+                    break
+                if frames:
+                    busy = True
+                    self._transmit(vf, frames, queue)
+        return busy
+
+    def _raise_interrupts(self) -> None:
+        for vf in self.active:
+            if vf.irq_pending and vf.engine is not None:
+                vf.irq_pending = False
+                regs = vf.engine.regs
+                if regs[w.IRQ_ENABLE]:
+                    regs[w.IRQ_ENABLE] = 0  # auto-mask until the driver re-enables
+                    vf.interrupt.notify()  # type: ignore[union-attr]
+
+    def _idle_timeout(self) -> float:
+        """Arm every active VF's doorbell, then make sure nothing slipped in meanwhile."""
+        for vf in self.active:
+            if vf.engine is not None:
+                vf.engine.regs[w.KICK_ARMED] = 1
+        for vf in self.active:
+            engine = vf.engine
+            if engine is None:
+                continue
+            try:
+                if any(engine.pending_tx(q) for q in range(engine.queues)):
+                    return 0.0
+            except DeviceFault as fault:
+                self.quarantine(vf, fault)
+        return IDLE_WAKE_S
+
+    def run(self) -> None:
+        print("READY", flush=True)
+        select = self.selector.select
+        while not self.stopping:
+            busy = self._poll_vfs()
+            self._raise_interrupts()
+            for key, _ in select(0.0 if busy else self._idle_timeout()):
+                key.data()
+            self._raise_interrupts()
+
+    def close(self) -> None:
+        for vf in self.vfs:
+            vf.vanish()
+        if self.csr is not None:
+            self.csr.close()
+        self.control.close()
+        self.pf.close()
+        self.wire.close()
+        self.selector.close()
+        for leftover in self.run_dir.glob("vf*.*"):
+            leftover.unlink(missing_ok=True)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "nic": self.name,
+            "model": self.model.name,
+            "vendor": self.model.vendor,
+            "powered": self.powered,
+            "link": self.link_up,
+            "uplink": self.config.uplink,
+            "vfs": [vf.describe() for vf in self.vfs],
+            "vports": sorted(self.vports),
+            "vectors_free": self.vector_pool,
+            "drops": dict(self.drops, wire_tx_errors=self.wire.tx_errors, pf_tx_errors=self.pf.tx_errors),
+            "csr_port": self.csr.port if self.csr is not None else None,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nic_emulators.nic", description=__doc__)
+    parser.add_argument("--config", required=True, type=Path, help="NicConfig JSON file")
+    args = parser.parse_args(argv)
+    nic = Nic(read_config(NicConfig, args.config))
+
+    def stop(*_: object) -> None:
+        nic.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    started = time.monotonic()
+    try:
+        nic.run()
+    finally:
+        nic.close()
+    print(f"stopped after {time.monotonic() - started:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

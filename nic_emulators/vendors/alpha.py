@@ -1,0 +1,82 @@
+"""Device side of alpha rings: in-place DD write-back, addresses in descriptors, TSO."""
+
+from __future__ import annotations
+
+from nic_emulators.vendors import alpha_layout as a
+from nic_emulators.vendors import window as w
+from nic_emulators.vendors.engine import (
+    DELIVERED,
+    NO_BUFFER,
+    TOO_LONG,
+    DeviceFault,
+    QueueEngine,
+    insert_vlan,
+    strip_vlan,
+)
+from nic_emulators.vendors.tso import segment
+
+
+class AlphaEngine(QueueEngine):
+    def poll_tx(self, queue: int, budget: int) -> list[bytes]:
+        pending = self.pending_tx(queue)
+        if not pending:
+            return []
+        size, rings, memory = self.size, self.rings, self.memory
+        base = a.tx_ring_offset(queue, size)
+        unpack = a.TX_DESC.unpack_from
+        head = self.tx_next[queue]
+        frames: list[bytes] = []
+        chain: list[int] = []
+        parts: list[bytes] = []
+        while pending and len(frames) < budget:
+            offset = base + (head % size) * a.DESC_BYTES
+            address, length, cmd, _status, vlan, mss = unpack(rings, offset)
+            self.check_span(f"TX queue {queue} descriptor {head}", address, length)
+            parts.append(bytes(memory[address : address + length]))
+            chain.append(offset)
+            head += 1
+            pending -= 1
+            if len(chain) > a.MAX_CHAIN:
+                raise DeviceFault(
+                    "bad-length", f"TX queue {queue}: frame spans more than {a.MAX_CHAIN} descriptors"
+                )
+            if not cmd & a.TX_CMD_EOP:
+                continue
+            frame = parts[0] if len(parts) == 1 else b"".join(parts)
+            if cmd & a.TX_CMD_VLE:
+                frame = insert_vlan(frame, vlan)
+            if cmd & a.TX_CMD_TSE and mss:
+                frames.extend(segment(frame, mss))
+            else:
+                frames.append(frame)
+            for done in chain:
+                rings[done + a.TX_STATUS_OFFSET] = a.TX_STATUS_DD
+            chain.clear()
+            parts.clear()
+            self.tx_next[queue] = head
+        self.regs[w.qreg(queue, w.TX_HEAD)] = self.tx_next[queue]
+        return frames
+
+    def deliver(self, queue: int, frame: bytes) -> int:
+        if not self.posted_rx(queue):
+            return NO_BUFFER
+        regs, size = self.regs, self.size
+        head = self.rx_next[queue]
+        offset = a.rx_ring_offset(queue, size) + (head % size) * a.DESC_BYTES
+        address = a.RX_DESC_READ.unpack_from(self.rings, offset)[0]
+        buffer_size = regs[w.RX_BUF_SIZE] or 2048
+        self.check_span(f"RX queue {queue} descriptor {head}", address, buffer_size)
+        vlan = 0
+        status = a.RX_STATUS_DD | a.RX_STATUS_EOP
+        if regs[w.ENABLED_FEATURES] & w.FEATURE_BITS["vlan"]:
+            frame, tag = strip_vlan(frame)
+            if tag >= 0:
+                vlan, status = tag, status | a.RX_STATUS_VP
+        if len(frame) > buffer_size:
+            return TOO_LONG
+        self.memory[address : address + len(frame)] = frame
+        a.RX_DESC_WB.pack_into(self.rings, offset, 0, len(frame), 0, 0, vlan, 0, 0)
+        self.rings[offset + a.RX_STATUS_OFFSET] = status
+        self.rx_next[queue] = head + 1
+        regs[w.qreg(queue, w.RX_HEAD)] = (head + 1) & w.INDEX_MASK
+        return DELIVERED

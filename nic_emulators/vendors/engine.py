@@ -1,0 +1,122 @@
+"""What every vendor's device-side ring engine provides to the VF model.
+
+The engine is the part of the device that reads what the driver wrote
+(descriptors, tail registers) and writes what the driver reads (write-backs,
+completions, head registers). It trusts nothing: an index, address, buffer id
+or length out of range raises ``DeviceFault``, and the VF is quarantined.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from nic_emulators.vendors import window as w
+
+#: ``deliver`` results.
+DELIVERED = 0
+NO_BUFFER = 1
+TOO_LONG = 2
+
+
+class DeviceFault(Exception):
+    """The driver broke the device contract; ``code`` is one of ``FAULT_CODES``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+FAULT_CODES = {"bad-index": 1, "bad-address": 2, "bad-buffer-id": 3, "bad-length": 4, "bad-wqe": 5}
+
+
+class QueueEngine(ABC):
+    """Device side of one VF's queues."""
+
+    def __init__(
+        self, region: memoryview, memory: memoryview, queues: int, size: int
+    ) -> None:
+        self.regs = region[: w.WINDOW_BYTES].cast("I")
+        self.rings = region[w.WINDOW_BYTES :]
+        self.memory = memory
+        self.memory_size = len(memory)
+        self.queues = queues
+        self.size = size
+        self.tx_next = [0] * queues
+        self.rx_next = [0] * queues
+
+    def pending_tx(self, queue: int) -> int:
+        """Descriptors posted and not yet taken; DeviceFault if the tail is beyond the ring."""
+        pending = (self.regs[w.qreg(queue, w.TX_TAIL)] - self.tx_next[queue]) & w.INDEX_MASK
+        if pending > self.size:
+            raise DeviceFault(
+                "bad-index",
+                f"TX queue {queue}: tail {self.regs[w.qreg(queue, w.TX_TAIL)]} is {pending} "
+                f"descriptors past the device's head {self.tx_next[queue]}, the ring has {self.size}",
+            )
+        return pending
+
+    def posted_rx(self, queue: int) -> int:
+        posted = (self.regs[w.qreg(queue, w.RX_TAIL)] - self.rx_next[queue]) & w.INDEX_MASK
+        if posted > self.size:
+            raise DeviceFault(
+                "bad-index",
+                f"RX queue {queue}: tail {self.regs[w.qreg(queue, w.RX_TAIL)]} is {posted} "
+                f"descriptors past the device's head {self.rx_next[queue]}, the ring has {self.size}",
+            )
+        return posted
+
+    def check_span(self, what: str, address: int, length: int) -> None:
+        if length <= 0 or address < 0 or address + length > self.memory_size:
+            raise DeviceFault(
+                "bad-address",
+                f"{what}: buffer {address:#x}+{length} is outside guest memory "
+                f"(0..{self.memory_size:#x})",
+            )
+
+    @abstractmethod
+    def poll_tx(self, queue: int, budget: int) -> list[bytes]:
+        """Take up to ``budget`` frames from TX queue ``queue`` and complete them."""
+
+    @abstractmethod
+    def deliver(self, queue: int, frame: bytes) -> int:
+        """Put ``frame`` into the next posted RX buffer of ``queue``: DELIVERED / NO_BUFFER / TOO_LONG."""
+
+    def save_state(self) -> dict[str, Any]:
+        """Ring indices, as VF_SAVE_STATE reports them (VF_INIT may restore them)."""
+        return {"tx_next": list(self.tx_next), "rx_next": list(self.rx_next)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for q in range(self.queues):
+            self.tx_next[q] = int(state.get("tx_next", [0] * self.queues)[q])
+            self.rx_next[q] = int(state.get("rx_next", [0] * self.queues)[q])
+            self.regs[w.qreg(q, w.TX_HEAD)] = self.tx_next[q]
+            self.regs[w.qreg(q, w.RX_HEAD)] = self.rx_next[q]
+
+    def queue_status(self) -> list[dict[str, int]]:
+        """GET_QUEUE_STATUS: indices of every queue as the device sees them."""
+        regs = self.regs
+        return [
+            {
+                "tx_tail": regs[w.qreg(q, w.TX_TAIL)],
+                "tx_head": self.tx_next[q],
+                "rx_tail": regs[w.qreg(q, w.RX_TAIL)],
+                "rx_head": self.rx_next[q],
+            }
+            for q in range(self.queues)
+        ]
+
+    def release(self) -> None:
+        self.regs.release()
+        self.rings.release()
+
+
+def strip_vlan(frame: bytes) -> tuple[bytes, int]:
+    """(frame without its 802.1Q tag, VLAN id) or (frame, -1) when untagged."""
+    if frame[12:14] == b"\x81\x00":
+        return frame[:12] + frame[16:], int.from_bytes(frame[14:16], "big") & 0x0FFF
+    return frame, -1
+
+
+def insert_vlan(frame: bytes, vlan: int) -> bytes:
+    return frame[:12] + b"\x81\x00" + (vlan & 0x0FFF).to_bytes(2, "big") + frame[12:]

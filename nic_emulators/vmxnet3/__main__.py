@@ -1,0 +1,269 @@
+"""``python -m nic_emulators.vmxnet3 --config FILE``: one guest's vmxnet3 device process.
+
+Runs in the network namespace of the guest's host. Serves ``vmx.sock`` in the
+guest's run directory: the guest's shell connects there (``hello``, step
+answers), and so do the bench and the CLI (``status``, ``switch``,
+``suspend``, ``resume``, ``set``). Listens to the NIC's events (a VF fault,
+removal, power) and reacts as the hypervisor would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import selectors
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from nic_emulators.config import VmxConfig, read_config, shm_name
+from nic_emulators.control import DEFERRED, Connection, ControlClient, ControlError, ControlServer, Deferred
+from nic_emulators.notify import Fifo
+from nic_emulators.ports import WirePort
+from nic_emulators.shm import SharedRegion
+from nic_emulators.vmxnet3 import layout as v
+from nic_emulators.vmxnet3.backend import EmulationBackend, EmulationFault, PfVport
+from nic_emulators.vmxnet3.device import DeviceModel
+
+IDLE_WAKE_S = 0.01
+FEATURES = ("csum", "vlan", "tso", "rss", "lro")
+
+
+class VmxProcess:
+    def __init__(self, config: VmxConfig) -> None:
+        self.config = config
+        self.run_dir = Path(config.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+        region = SharedRegion.create(shm_name(config.lab, config.guest, "vmx"), v.REGION_BYTES)
+        self.backend = EmulationBackend(
+            region, Fifo(self.run_dir / "vmx.db", create=True), Fifo(self.run_dir / "vmx.irq", create=True)
+        )
+        self.selector.register(self.backend.doorbell, selectors.EVENT_READ, self.backend.doorbell.drain)
+        self.shell: Connection | None = None
+        self.device = DeviceModel(config, self._tell_shell)
+        self.nic_events: socket.socket | None = None
+        self.nic_inbuf = b""
+        self.deferred_events: list[dict[str, Any]] = []
+        if config.nic_control:
+            self.device.nic = ControlClient(config.nic_control)
+            self._subscribe_nic()
+        if config.nic_pf_port:
+            port = PfVport(self.run_dir / "vport.sock", config.nic_pf_port)
+            self.backend.port = port
+            assert self.device.nic is not None
+            self.device.nic.call(
+                "VPORT_ADD",
+                guest=config.guest,
+                mac=config.mac,
+                socket=str(port.own),
+                mtu=config.mtu,
+                policy={
+                    "mac_change": config.policy.mac_change,
+                    "vlans": [list(r) for r in config.policy.vlans],
+                    "antispoof": config.policy.antispoof,
+                    "mtu_max": config.policy.mtu_max,
+                },
+            )
+        elif config.uplink:
+            self.backend.port = WirePort(config.uplink)
+        if self.backend.port is not None:
+            self.selector.register(self.backend.port, selectors.EVENT_READ, self.backend.from_port)
+        self.control = ControlServer(self.selector, self.run_dir / "vmx.sock", self._handle)
+
+    # -- the NIC's events --------------------------------------------------------------------
+
+    def _subscribe_nic(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self.config.nic_control)
+        sock.sendall(b'{"id": 1, "op": "subscribe"}\n')
+        sock.setblocking(False)
+        self.nic_events = sock
+        self.selector.register(sock, selectors.EVENT_READ, self._nic_event_ready)
+
+    def _nic_event_ready(self) -> None:
+        assert self.nic_events is not None
+        try:
+            data = self.nic_events.recv(65536)
+        except BlockingIOError:
+            return
+        if not data:
+            self.selector.unregister(self.nic_events)
+            self.nic_events.close()
+            self.nic_events = None
+            return
+        self.nic_inbuf += data
+        while b"\n" in self.nic_inbuf:
+            line, self.nic_inbuf = self.nic_inbuf.split(b"\n", 1)
+            message = json.loads(line)
+            if "event" in message:
+                self.deferred_events.append(message)
+        self._react()
+
+    def _react(self) -> None:
+        """Handle NIC events that concern this guest, one at a time between sequences."""
+        device = self.device
+        while self.deferred_events and device.sequence is None:
+            event = self.deferred_events.pop(0)
+            name, owner = event["event"], event.get("owner")
+            if name == "vf-error" and owner == self.config.guest and device.vf == event.get("vf"):
+                reason = f"runtime error: VF {event['vf']} quarantined ({event.get('code')})"
+                device.start("fallback", device.vf_lost(reason, release=True))
+            elif name == "vf-removed" and owner == self.config.guest and device.vf == event.get("vf"):
+                device.start("fallback", device.vf_lost(f"VF removed: {event.get('reason')}", release=False))
+            elif name in ("vf-added", "power") and event.get("on", True) and self._wants_vf_back():
+                device.start("return", device.to_passthrough(), self._after_return)
+
+    def _wants_vf_back(self) -> bool:
+        reason = self.device.reason
+        return self.device.mode == "emulation" and reason.startswith(("VF removed", "no VF"))
+
+    def _after_return(self, result: dict[str, Any] | None, error: str | None) -> None:
+        del result, error  # the history records it
+
+    # -- the shell --------------------------------------------------------------------------------
+
+    def _tell_shell(self, event: str, details: dict[str, Any]) -> None:
+        if self.shell is None or self.shell.closed:
+            self.device.shell_answer(int(details["seq"]), {"ok": False, "reason": "no guest driver"})
+            return
+        self.shell.send({"event": event, **details})
+
+    def _handle(self, conn: Connection, request_id: int, op: str, args: dict[str, Any]) -> dict[str, Any] | Deferred:
+        device = self.device
+        if op == "hello":
+            self.shell = conn
+            device.memory_name = str(args["memory"])
+            self.backend.attach_memory(device.memory_name)
+            device.reason = device.inactive_reason() or "waiting for the guest driver"
+            return {
+                "region": self.backend.region.name,
+                "doorbell": str(self.backend.doorbell.path),
+                "interrupt": str(self.backend.interrupt.path),
+                "ring_size": v.RING_SIZE,
+            }
+        if op == "ready":
+            # the shell serves its loop now: offer it a VF, as a hypervisor does at driver load
+            if device.mode == "emulation" and device.inactive_reason() is None and device.sequence is None:
+                device.start("initial switch", device.to_passthrough())
+            return {}
+        if op == "reload":
+            def again(result: dict[str, Any] | None, error: str | None) -> None:
+                del result, error
+                device.start("reload: back to passthrough", device.to_passthrough())
+
+            device.start("reload: to emulation", device.to_emulation("guest driver reload"), again)
+            return {}
+        if op == "answer":
+            device.shell_answer(int(args["seq"]), args)
+            self._react()
+            return {}
+        if op == "runtime-error":
+            if device.mode == "passthrough" and device.vf is not None and device.sequence is None:
+                with contextlib.suppress(ControlError):
+                    device.nic_op("VF_QUIESCE", vf=device.vf)
+                device.start("fallback", device.vf_lost(f"runtime error: {args.get('reason')}", release=True))
+            return {}
+        if op == "status":
+            return {**device.status(), "emulation": dict(self.backend.counters)}
+        if op == "switch":
+            target = args.get("to")
+            if target == "passthrough":
+                sequence = device.to_passthrough()
+            elif target == "emulation":
+                sequence = device.to_emulation(str(args.get("reason") or "requested"))
+            else:
+                raise ControlError(f"switch to {target!r}? (emulation or passthrough)", "EINVAL")
+            device.start(f"switch to {target}", sequence, lambda r, e: self._answer(conn, request_id, r, e))
+            return DEFERRED
+        if op == "suspend":
+            device.suspended = True
+            device.start("suspend", device.to_emulation("guest suspended"), lambda r, e: self._answer(conn, request_id, r, e))
+            return DEFERRED
+        if op == "resume":
+            device.suspended = False
+            device.start("resume", device.to_passthrough(), lambda r, e: self._answer(conn, request_id, r, e, tolerate=True))
+            return DEFERRED
+        if op == "set":
+            if "memory_reserved" in args:
+                device.memory_reserved = bool(args["memory_reserved"])
+            if "required_features" in args:
+                unknown = set(args["required_features"]) - set(FEATURES)
+                if unknown:
+                    raise ControlError(f"unknown features {sorted(unknown)}; known: {', '.join(FEATURES)}", "EINVAL")
+                device.required_features = frozenset(args["required_features"])
+            if "fail_after_activate" in args:
+                device.fail_after_activate = bool(args["fail_after_activate"])
+            return device.status()
+        raise ControlError(f"unknown operation {op!r}", "EINVAL")
+
+    def _answer(
+        self, conn: Connection, request_id: int, result: dict[str, Any] | None, error: str | None, tolerate: bool = False
+    ) -> None:
+        if error and not tolerate:
+            conn.answer(request_id, error=ControlError(error, "EIO"))
+        else:
+            conn.answer(request_id, result)
+        self._react()
+
+    # -- loop ----------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        print("READY", flush=True)
+        backend, select = self.backend, self.selector.select
+        while not self.stopping:
+            try:
+                sent = backend.poll_tx()
+            except EmulationFault as fault:
+                print(f"guest {self.config.guest}: emulation stopped: {fault}", file=sys.stderr, flush=True)
+                backend.memory = None
+                sent = 0
+            backend.raise_interrupt()
+            self.device.check_timeouts()
+            busy = sent or backend.arm()
+            for key, _ in select(0.0 if busy else IDLE_WAKE_S):
+                key.data()
+            backend.raise_interrupt()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.device.nic is not None:
+                if self.device.vf is not None:
+                    with contextlib.suppress(ControlError):
+                        self.device.nic.call("VF_QUIESCE", vf=self.device.vf)
+                    with contextlib.suppress(ControlError):
+                        self.device.nic.call("VF_RELEASE", vf=self.device.vf)
+                with contextlib.suppress(ControlError):
+                    self.device.nic.call("VPORT_DEL", guest=self.config.guest)
+                self.device.nic.close()
+        self.control.close()
+        self.backend.close()
+        self.backend.doorbell.close()
+        self.backend.interrupt.close()
+        self.backend.region.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nic_emulators.vmxnet3", description=__doc__)
+    parser.add_argument("--config", required=True, type=Path, help="VmxConfig JSON file")
+    args = parser.parse_args(argv)
+    process = VmxProcess(read_config(VmxConfig, args.config))
+
+    def stop(*_: object) -> None:
+        process.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        process.run()
+    finally:
+        process.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

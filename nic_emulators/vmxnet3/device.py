@@ -1,0 +1,243 @@
+"""The vmxnet3 device model of one guest: it decides where the guest's data path runs.
+
+Passthrough needs a VF from the host's NIC; the device takes the guest there
+and back with the VF operations and the shell's co-operation (ARCHITECTURE.md):
+
+* emulation -> passthrough: ACQUIRE, GET_INFO, INIT, shell ``attach`` (plugin
+  loaded, RX buffers posted), ACTIVATE, shell ``go`` (TX moves to the VF).
+  A failure is rolled back: after ACQUIRE/INIT by RELEASE, after ACTIVATE by
+  QUIESCE + shell ``detach`` + RELEASE; the guest stays in emulation with the reason.
+* passthrough -> emulation: QUIESCE (the NIC finishes what was posted and
+  steers the guest's MAC to its vport), shell ``detach``, SAVE_STATE, RELEASE.
+* a VF that faults, vanishes or is powered off: shell ``vf-lost`` (no drain),
+  then emulation with the reason; a VF that comes back is taken again.
+
+Sequences are generators: each ``yield`` waits for the shell's answer to one
+step, so the process keeps moving frames while a switch is in progress.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from nic_emulators.config import VmxConfig
+from nic_emulators.control import ControlClient, ControlError
+
+#: What a sequence yields: (shell event name, details); it is resumed with the shell's answer.
+Step = tuple[str, dict[str, Any]]
+Sequence = Generator[Step, dict[str, Any], None]
+
+STEP_TIMEOUT_S = 5.0
+
+
+class SwitchFailed(Exception):
+    pass
+
+
+class DeviceModel:
+    """Modes, reasons and the switch sequences of one guest's vmxnet3 device."""
+
+    def __init__(self, config: VmxConfig, tell_shell: Callable[[str, dict[str, Any]], None]) -> None:
+        self.config = config
+        self.tell_shell = tell_shell
+        self.nic: ControlClient | None = None
+        self.mode = "emulation"
+        self.reason = "starting"
+        self.vf: int | None = None
+        self.info: dict[str, Any] | None = None
+        self.saved: dict[str, Any] | None = None
+        self.suspended = False
+        self.memory_reserved = config.memory_reserved
+        self.required_features: frozenset[str] = frozenset()
+        self.fail_after_activate = False
+        self.memory_name = ""
+        self.sequence: Sequence | None = None
+        self.sequence_name = ""
+        self.waiting_for: tuple[int, float] | None = None
+        self.on_done: list[Callable[[dict[str, Any] | None, str | None], None]] = []
+        self.steps: list[str] = []
+        self.started_at = 0.0
+        self.next_seq = 1
+        self.history: list[dict[str, Any]] = []
+
+    # -- reasons ---------------------------------------------------------------------
+
+    def inactive_reason(self) -> str | None:
+        """Why passthrough cannot be active now (vSphere's vocabulary), or None."""
+        if self.config.mode != "npa":
+            return "guest has no plugin support (emulation only)"
+        if not self.config.nic_control:
+            return "no SR-IOV NIC on this host"
+        if self.suspended:
+            return "guest suspended"
+        if not self.memory_reserved:
+            return "no full memory reservation"
+        if not self.memory_name:
+            return "guest driver not loaded"
+        return None
+
+    # -- running sequences --------------------------------------------------------------
+
+    def start(self, name: str, sequence: Sequence, done: Callable[[dict[str, Any] | None, str | None], None] | None = None) -> None:
+        if self.sequence is not None:
+            raise ControlError(f"a {self.sequence_name} is in progress", "EBUSY")
+        self.sequence, self.sequence_name = sequence, name
+        self.steps, self.started_at = [], time.monotonic()
+        self.on_done = [done] if done else []
+        self._advance(None)
+
+    def _advance(self, answer: dict[str, Any] | None) -> None:
+        assert self.sequence is not None
+        try:
+            event, details = self.sequence.send(answer) if answer is not None else next(self.sequence)
+        except StopIteration:
+            self._finish(None)
+            return
+        except (SwitchFailed, ControlError) as err:
+            self._finish(str(err))
+            return
+        seq = self.next_seq
+        self.next_seq += 1
+        self.waiting_for = (seq, time.monotonic() + STEP_TIMEOUT_S)
+        self.steps.append(f"shell {event}")
+        self.tell_shell(event, {"seq": seq, **details})
+
+    def shell_answer(self, seq: int, answer: dict[str, Any]) -> None:
+        if self.waiting_for is None or self.waiting_for[0] != seq:
+            return  # a late answer to a step that timed out
+        self.waiting_for = None
+        self._advance(answer)
+
+    def check_timeouts(self) -> None:
+        if self.waiting_for is not None and time.monotonic() > self.waiting_for[1]:
+            self.waiting_for = None
+            assert self.sequence is not None
+            try:
+                self.sequence.throw(SwitchFailed(f"the guest did not answer within {STEP_TIMEOUT_S:.0f} s"))
+            except StopIteration:
+                self._finish(None)
+            except (SwitchFailed, ControlError) as err:
+                self._finish(str(err))
+
+    def _finish(self, error: str | None) -> None:
+        took_ms = (time.monotonic() - self.started_at) * 1000
+        result = {"mode": self.mode, "reason": self.reason, "took_ms": round(took_ms, 3), "steps": self.steps}
+        self.history.append({"sequence": self.sequence_name, "error": error, **result})
+        self.sequence, self.waiting_for = None, None
+        callbacks, self.on_done = self.on_done, []
+        for callback in callbacks:
+            callback(result, error)
+
+    # -- NIC operations -------------------------------------------------------------------
+
+    def nic_op(self, op: str, **args: Any) -> dict[str, Any]:
+        if self.nic is None:
+            raise SwitchFailed("no SR-IOV NIC on this host")
+        self.steps.append(op)
+        return self.nic.call(op, **args)
+
+    # -- the sequences ----------------------------------------------------------------------
+
+    def to_passthrough(self) -> Sequence:
+        reason = self.inactive_reason()
+        if reason:
+            self.reason = reason
+            raise SwitchFailed(f"passthrough inactive: {reason}")
+        try:
+            acquired = self.nic_op("VF_ACQUIRE", owner=self.config.guest)
+        except ControlError as err:
+            self.reason = "out of interrupt vectors" if err.code == "ENOSPC" else f"no VF: {err}"
+            raise SwitchFailed(self.reason) from err
+        vf = int(acquired["vf"])
+        self.vf = vf
+        try:
+            info = self.nic_op("VF_GET_INFO", vf=vf)
+            features = frozenset(info["features"])
+            lacking = self.required_features - features
+            if lacking:
+                raise SwitchFailed(f"incompatible adapter features: the VF lacks {', '.join(sorted(lacking))}")
+            if not features & {"csum", "vlan", "tso", "rss", "lro"}:
+                raise SwitchFailed("the VF reports no usable capability")
+            self.nic_op("VF_INIT", vf=vf, memory=self.memory_name)
+            answer = yield ("attach", {"info": info})
+            if not answer.get("ok"):
+                raise SwitchFailed(f"the guest refused the VF: {answer.get('reason')}")
+        except BaseException as err:
+            self._undo(vf, activated=False)
+            self.reason = str(err) if isinstance(err, (SwitchFailed, ControlError)) else "switch failed"
+            raise
+        try:
+            self.nic_op("VF_ACTIVATE", vf=vf)
+            if self.fail_after_activate:
+                self.fail_after_activate = False
+                raise SwitchFailed("failure injected after VF_ACTIVATE")
+            answer = yield ("go", {})
+            if not answer.get("ok"):
+                raise SwitchFailed(f"the guest could not move TX to the VF: {answer.get('reason')}")
+        except BaseException as err:
+            self.steps.append("rollback")
+            with_detach = yield ("detach", {"reason": "rollback"})
+            del with_detach
+            self._undo(vf, activated=True)
+            self.reason = str(err) if isinstance(err, (SwitchFailed, ControlError)) else "switch failed"
+            raise
+        self.info = info
+        self.mode, self.reason = "passthrough", ""
+
+    def _undo(self, vf: int, activated: bool) -> None:
+        if activated:
+            try:
+                self.nic_op("VF_QUIESCE", vf=vf)
+            except ControlError:
+                pass
+        try:
+            self.nic_op("VF_RELEASE", vf=vf)
+        except ControlError:
+            pass
+        self.vf = None
+
+    def to_emulation(self, reason: str) -> Sequence:
+        vf = self.vf
+        if self.mode != "passthrough" or vf is None:
+            self.reason = reason or self.reason
+            return
+        yield ("hold", {})
+        self.nic_op("VF_QUIESCE", vf=vf)
+        answer = yield ("detach", {"reason": reason})
+        self.mode, self.reason = "emulation", reason
+        if not answer.get("ok"):
+            self.steps.append(f"guest: {answer.get('reason')}")
+        try:
+            self.saved = self.nic_op("VF_SAVE_STATE", vf=vf)
+        finally:
+            self.nic_op("VF_RELEASE", vf=vf)
+            self.vf, self.info = None, None
+
+    def vf_lost(self, reason: str, release: bool) -> Sequence:
+        """The VF is gone or broken: the shell drops it at once; no drain, no handshake."""
+        vf = self.vf
+        self.mode, self.reason = "emulation", reason
+        yield ("vf-lost", {"reason": reason})
+        if release and vf is not None:
+            try:
+                self.nic_op("VF_RELEASE", vf=vf)
+            except ControlError as err:
+                self.steps.append(f"VF_RELEASE failed: {err}")
+        self.vf, self.info = None, None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "guest": self.config.guest,
+            "host": self.config.host,
+            "mode": self.mode,
+            "reason": self.reason,
+            "vf": self.vf,
+            "plugin": self.info["plugin"] if self.info else None,
+            "nic": self.config.nic_control or None,
+            "busy": self.sequence_name if self.sequence is not None else None,
+            "suspended": self.suspended,
+            "memory_reserved": self.memory_reserved,
+            "history": self.history[-20:],
+        }

@@ -1,0 +1,146 @@
+"""A data-path rig without SSH: one host with an emulated NIC, a generator, guests.
+
+Real parts throughout: namespaces ``npt<hex>-<role>``, a veth between the host
+(the NIC's uplink) and the generator, a persistent TAP per guest in its own
+namespace, and the three real processes (NIC emulator, vmxnet3 device, shell)
+started exactly as the lab starts them. For the data path's own tests; the
+conformance suite runs the same processes through ``npabench up``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nic_emulators.config import (
+    NicConfig,
+    ShellConfig,
+    VmxConfig,
+    guest_run_dir,
+    lab_shm_files,
+    nic_run_dir,
+    write_config,
+)
+from nic_emulators.control import ControlClient
+from tests.traffic.netns import Namespaces, Process, ip
+
+GEN_MAC = "02:4e:50:00:00:02"
+GEN_IP = "198.19.77.2"
+HOST_MAC = "02:4e:50:00:00:11"
+
+
+def guest_mac(n: int) -> str:
+    return f"02:4e:50:00:01:{n:02x}"
+
+
+def guest_ip(n: int) -> str:
+    return f"198.19.77.{100 + n}"
+
+
+@dataclass
+class Rig:
+    model: str = "alpha-10g"
+    vfs: int = 2
+    guests: int = 1
+    mode: str = "npa"
+    net: Namespaces = field(init=False)
+    state: Path = field(init=False)
+    procs: dict[str, Process] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        roles = ("h", "t", *(f"g{n}" for n in range(1, self.guests + 1)))
+        self.net = Namespaces(roles)
+        self.lab = self.net.tag
+        self.state = Path(tempfile.mkdtemp(prefix=f"{self.lab}-"))
+
+    # -- building ------------------------------------------------------------------------------
+
+    def up(self) -> Rig:
+        net = self.net
+        net.create()
+        net.veth(("h", "up0", HOST_MAC), ("t", "eth0", GEN_MAC))
+        ip("-n", net.ns("t"), "addr", "add", f"{GEN_IP}/24", "dev", "eth0")
+        nic_dir = nic_run_dir(self.state, "h", "nic0")
+        config = NicConfig(lab=self.lab, host="h", name="nic0", model=self.model, vfs=self.vfs,
+                           uplink="up0", run_dir=str(nic_dir))  # fmt: skip
+        self.start("nic", "h", "nic_emulators.nic", write_config(config, nic_dir / "nic.json"))
+        for n in range(1, self.guests + 1):
+            self.add_guest(n, nic_dir)
+        return self
+
+    def add_guest(self, n: int, nic_dir: Path) -> None:
+        name, role = f"vm{n}", f"g{n}"
+        ns = self.net.ns(role)
+        ip("-n", ns, "tuntap", "add", "dev", "eth0", "mode", "tap")
+        ip("-n", ns, "link", "set", "eth0", "address", guest_mac(n), "up")
+        ip("-n", ns, "addr", "add", f"{guest_ip(n)}/24", "dev", "eth0")
+        run_dir = guest_run_dir(self.state, name)
+        vmx = VmxConfig(lab=self.lab, guest=name, host="h", mac=guest_mac(n), run_dir=str(run_dir),
+                        nic_control=str(nic_dir / "ctl.sock"), nic_pf_port=str(nic_dir / "pf.sock"),
+                        mode=self.mode)  # fmt: skip
+        self.start(f"vmx {name}", "h", "nic_emulators.vmxnet3", write_config(vmx, run_dir / "vmx.json"))
+        shell = ShellConfig(lab=self.lab, guest=name, tap="eth0", run_dir=str(run_dir))
+        self.start(f"shell {name}", role, "drivers.shell", write_config(shell, run_dir / "shell.json"))
+
+    def start(self, what: str, role: str, module: str, config: Path) -> None:
+        proc = self.net.spawn(role, what, sys.executable, "-m", module, "--config", str(config))
+        proc.wait_ready()
+        self.procs[what] = proc
+
+    def close(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.stop_quietly() if hasattr(proc, "stop_quietly") else proc.kill()
+        self.net.close()
+        shutil.rmtree(self.state, ignore_errors=True)
+        for leftover in lab_shm_files(self.lab):
+            leftover.unlink(missing_ok=True)
+
+    def __enter__(self) -> Rig:
+        try:
+            return self.up()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reaching the parts ---------------------------------------------------------------------
+
+    def nic(self) -> ControlClient:
+        return ControlClient(nic_run_dir(self.state, "h", "nic0") / "ctl.sock")
+
+    def vmx(self, n: int = 1) -> ControlClient:
+        return ControlClient(guest_run_dir(self.state, f"vm{n}") / "vmx.sock")
+
+    def shell(self, n: int = 1) -> ControlClient:
+        return ControlClient(guest_run_dir(self.state, f"vm{n}") / "shell.sock")
+
+    def status(self, n: int = 1) -> dict[str, Any]:
+        with self.vmx(n) as vmx:
+            return vmx.call("status")
+
+    def wait_mode(self, mode: str, n: int = 1, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.status(n)
+            if status["mode"] == mode and not status.get("busy"):
+                return status
+            time.sleep(0.02)
+        raise AssertionError(f"vm{n} not in {mode} within {timeout} s: {status}")
+
+    def ns(self, role: str) -> str:
+        return self.net.ns(role)
+
+
+@contextlib.contextmanager
+def rig(**kwargs: Any) -> Any:
+    with Rig(**kwargs) as made:
+        yield made
