@@ -32,6 +32,7 @@ class EmulatedRings:
         self.tx_inflight: deque[tuple[int, int]] = deque()
         self.rx_posted: dict[int, Buffer] = {}
         self.regs[v.RX_BUF_SIZE] = SMALL
+        self.fences = 0
 
     def send(self, buffer: Buffer, length: int) -> bool:
         """Post one frame (the buffer is already filled); False when the ring is full."""
@@ -83,10 +84,13 @@ class EmulatedRings:
         view = self.view
         for _ in range(count):
             slot = (self.rx_cons % v.RING_SIZE) * v.DESC_BYTES
-            buffer_id, length, _flags, _ = v.RX_COMP.unpack_from(view, v.RX_COMP_RING + slot)
+            buffer_id, length, flags, _ = v.RX_COMP.unpack_from(view, v.RX_COMP_RING + slot)
             self.rx_cons += 1
             buffer = self.rx_posted.pop(buffer_id)
-            deliver(buffer, length)
+            if flags & v.RX_FLAG_FENCE:
+                self.fences += 1
+            else:
+                deliver(buffer, length)
             self.memory.give_back(buffer_id, "emu-rx")
         if count:
             self.post_rx()

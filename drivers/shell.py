@@ -40,6 +40,8 @@ from nic_emulators.control import Connection, ControlError, ControlServer
 from nic_emulators.vendors.engine import insert_vlan
 
 IDLE_WAKE_S = 0.05
+#: Longest wait for the emulation path's fence before VF receptions are taken anyway.
+FENCE_WAIT_S = 0.2
 TAP_BATCH = 64
 RX_BUDGET = 256
 COUNTERS = (
@@ -66,6 +68,9 @@ class Shell:
         self.plugin_fault: str | None = None
         self.installed: dict[str, str] = {}
         self.reload_next = False
+        self.nic_fences = True
+        self.fence_target = 0
+        self.fence_deadline = 0.0
         self.errors: list[str] = []
         self.next_id = 100
         self.vmx = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -163,6 +168,10 @@ class Shell:
         if self.plugin_fault:
             attachment.plugin = FaultyPlugin(attachment.plugin, attachment.window, self.plugin_fault)  # type: ignore[assignment]
         self.vf = attachment
+        # VF receptions wait until the emulation path delivered the NIC's fence
+        # (the end of what it carried), so a switch never reorders frames.
+        self.fence_target = self.emu.fences + 1 if self.nic_fences else self.emu.fences
+        self.fence_deadline = time.monotonic() + FENCE_WAIT_S
         try:
             attachment.start(time.monotonic())
         except Exception:
@@ -359,11 +368,21 @@ class Shell:
         """Poll every ring once; True if anything moved."""
         moved = 0
         vf = self.vf
+        emu = self.emu
+        if vf is not None and emu.fences < self.fence_target:
+            moved += emu.poll_rx(self._from_emu)
+            if emu.fences < self.fence_target and time.monotonic() > self.fence_deadline:
+                self.errors.append("no fence from the emulation path; taking VF receptions anyway")
+                self.fence_target = emu.fences
         if vf is not None:
+            fenced = emu.fences < self.fence_target
             try:
                 plugin = vf.plugin
                 for queue in range(vf.queues):
-                    moved += plugin.check_rx_ring(queue, RX_BUDGET)
+                    if not fenced:
+                        while (got := plugin.check_rx_ring(queue, RX_BUDGET)) == RX_BUDGET:
+                            moved += got
+                        moved += got
                     plugin.add_buffers_to_rx_ring(queue)
                     moved += plugin.check_tx_ring(queue)
             except Exception as err:

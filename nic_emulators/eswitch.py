@@ -91,12 +91,14 @@ class _Port(_Counters):
         "multicast",
         "policy",
         "promisc",
+        "sends_disabled",
         "vlans",
     )
 
-    def __init__(self, name: str, config: PortConfig, policy: PortPolicy) -> None:
+    def __init__(self, name: str, config: PortConfig, policy: PortPolicy, sends_disabled: bool) -> None:
         super().__init__(name)
         self.policy = policy
+        self.sends_disabled = sends_disabled
         self.load(config)
 
     def load(self, config: PortConfig) -> None:
@@ -158,7 +160,14 @@ class ESwitch:
         """Names of the VF and vport ports, in the order they were added."""
         return list(self._ports)
 
-    def add_port(self, name: str, config: PortConfig, policy: PortPolicy) -> None:
+    def add_port(
+        self, name: str, config: PortConfig, policy: PortPolicy, *, sends_disabled: bool = False
+    ) -> None:
+        """Add a port (disabled unless ``config.enabled``).
+
+        ``sends_disabled``: the port may still send while disabled — a vport whose
+        guest moved to a VF drains the frames its emulation path still carries.
+        """
         if name == UPLINK:
             raise PolicyError("EINVAL", f"port {name}: add refused: the uplink is not a VF/vport")
         if name in self._ports:
@@ -167,7 +176,7 @@ class ESwitch:
         check_config(name, config, policy, None)
         if config.enabled:
             self._check_mac_free(name, config.mac, "add")
-        self._ports[name] = _Port(name, config, policy)
+        self._ports[name] = _Port(name, config, policy, sends_disabled)
         self._reindex()
 
     def remove_port(self, name: str) -> None:
@@ -307,7 +316,7 @@ class ESwitch:
             self.unknown_source += 1
             return []
         drops = p.drops
-        if not p.enabled:
+        if not p.enabled and not p.sends_disabled:
             drops["disabled"] += 1
             return []
         n = len(frame)

@@ -131,6 +131,9 @@ class Nic:
         vport = f"vport:{vf.owner}"
         if vport in self.vports:
             self.eswitch.disable(vport)
+            # An empty datagram marks the end of what the vport received: the
+            # shell takes VF receptions only after it, so nothing is reordered.
+            self.pf.send(b"", self.vports[vport])
         self.eswitch.enable(vf.port)
         vf.activate(self.link_up)
         if vf not in self.active:

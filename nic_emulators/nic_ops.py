@@ -251,7 +251,7 @@ class NicOperations:
         config = config_from_json({"mac": args["mac"], "mtu": args.get("mtu", 1500)})
         if port in self.nic.eswitch.ports():
             self.nic.eswitch.remove_port(port)
-        self.nic.eswitch.add_port(port, config, policy)
+        self.nic.eswitch.add_port(port, config, policy, sends_disabled=True)
         self.policies[guest] = policy
         peer = str(args["socket"])
         self.nic.vports[port] = peer

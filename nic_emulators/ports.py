@@ -66,11 +66,24 @@ class WirePort:
         self.sock.close()
 
 
+#: Datagrams a UNIX socket queues; the kernel's default (10) drops any burst.
+DGRAM_QUEUE = 4096
+
+
+def deepen_datagram_queues() -> None:
+    """Raise this network namespace's UNIX datagram queue length (read at socket creation)."""
+    knob = Path("/proc/sys/net/unix/max_dgram_qlen")
+    with contextlib.suppress(OSError):
+        if int(knob.read_text()) < DGRAM_QUEUE:
+            knob.write_text(str(DGRAM_QUEUE))
+
+
 class PfPort:
     """Datagram socket at ``path``; each peer address (a vmxnet3 backend's socket) is a vport."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        deepen_datagram_queues()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

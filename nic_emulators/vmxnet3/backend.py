@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from nic_emulators.notify import Fifo
-from nic_emulators.ports import BATCH, MAX_FRAME, WirePort
+from nic_emulators.ports import BATCH, MAX_FRAME, WirePort, deepen_datagram_queues
 from nic_emulators.shm import SharedRegion
 from nic_emulators.vmxnet3 import layout as v
 
@@ -34,6 +34,7 @@ class PfVport:
     """This guest's port on the NIC's embedded switch, reached through the PF port socket."""
 
     def __init__(self, own: Path, pf: str) -> None:
+        deepen_datagram_queues()
         self.own, self.pf = own, pf
         with contextlib.suppress(FileNotFoundError):
             own.unlink()
@@ -135,7 +136,8 @@ class EmulationBackend:
         if address + buffer_size > memory.size or len(frame) > buffer_size:
             raise EmulationFault(f"RX descriptor {self.rx_next}: buffer {address:#x}+{buffer_size} unusable")
         memory.view[address : address + len(frame)] = frame
-        v.RX_COMP.pack_into(self.view, v.RX_COMP_RING + slot, buffer_id, len(frame), 0, 0)
+        flags = 0 if frame else v.RX_FLAG_FENCE
+        v.RX_COMP.pack_into(self.view, v.RX_COMP_RING + slot, buffer_id, len(frame), flags, 0)
         self.rx_next += 1
         regs[v.RX_CONS] = self.rx_next & MASK
         self.counters["rx_packets"] += 1

@@ -25,6 +25,9 @@ RX_BUF_SIZE = 6  # shell
 TX_DESC = struct.Struct("<QII")  # address, length, flags
 RX_DESC = struct.Struct("<QII")  # address, buffer size, buffer id
 RX_COMP = struct.Struct("<IIII")  # buffer id, length, flags, reserved
+#: RX completion flag: no frame, but the end of what the emulation path received
+#: before the guest's MAC moved to a VF (the NIC's fence marker).
+RX_FLAG_FENCE = 1
 DESC_BYTES = 16
 
 TX_RING = WINDOW_BYTES

@@ -144,3 +144,26 @@ class Rig:
 def rig(**kwargs: Any) -> Any:
     with Rig(**kwargs) as made:
         yield made
+
+
+def one_way(rig: Rig, source: str, sink: str, seconds: float = 2.0, pps: int | None = None,
+            size: int = 128, flow: int = 1) -> dict[str, Any]:  # fmt: skip
+    """Stamped UDP from role ``source`` to role ``sink`` ("t" or "g<n>"); the checker's JSON."""
+    from bench.traffic.packets import PacketSpec, build_template
+
+    def addr(role: str) -> tuple[str, str]:
+        return (GEN_MAC, GEN_IP) if role == "t" else (guest_mac(int(role[1:])), guest_ip(int(role[1:])))
+
+    (src_mac, src_ip), (dst_mac, dst_ip) = addr(source), addr(sink)
+    template = build_template(PacketSpec(src_mac=src_mac, dst_mac=dst_mac, src_ip=src_ip, dst_ip=dst_ip,
+                                         frame_size=size, flow=flow))  # fmt: skip
+    checker = rig.net.agent(sink, "recv", "--iface", "eth0", "--flow", str(flow), "--idle-exit", "1.0")
+    checker.wait_ready()
+    rate = ["--pps", str(pps), "--count", str(int(pps * seconds))] if pps else ["--max-rate", "--duration", str(seconds)]
+    sender = rig.net.agent(source, "send", "--iface", "eth0", "--frame-hex", template.frame.hex(),
+                           "--payload-at", str(template.payload_at), "--flow", str(flow), *rate)  # fmt: skip
+    sender.wait_ready()
+    sent = sender.result(timeout=seconds + 30)
+    got = checker.result(timeout=seconds + 30)
+    got["sender"] = sent
+    return got
