@@ -12,7 +12,7 @@ from nic_emulators.shm import SharedRegion
 from nic_emulators.vmxnet3 import layout as v
 
 MASK = 0xFFFFFFFF
-RX_POST_LIMIT = 512
+RX_POST_LIMIT = 1023
 
 
 class EmulatedRings:

@@ -35,7 +35,7 @@ MODELS: dict[str, NicModel] = {
             plugin_version="1.2",
             features=frozenset({"csum", "vlan", "tso", "rss", "lro"}),
             queues=2,
-            ring_size=512,
+            ring_size=2048,
             description="in-place descriptor write-back (DD bit), addresses in descriptors",
         ),
         NicModel(
@@ -45,7 +45,7 @@ MODELS: dict[str, NicModel] = {
             plugin_version="3.0",
             features=frozenset({"csum", "vlan"}),
             queues=1,
-            ring_size=256,
+            ring_size=2048,
             description="buffer ids in work queue entries, separate completion queues "
             "with an ownership (generation) bit; no TSO, no RSS",
         ),
@@ -56,7 +56,7 @@ MODELS: dict[str, NicModel] = {
             plugin_version="0.9",
             features=frozenset({"csum"}),
             queues=1,
-            ring_size=256,
+            ring_size=1024,
             csr=True,
             description="FPGA board: registers over a CSR socket, powered by a supply channel",
         ),

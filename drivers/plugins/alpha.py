@@ -25,7 +25,7 @@ VENDOR = "alpha"
 VERSION = "1.2"
 API_VERSION = "1.0"
 MASK = 0xFFFFFFFF
-RX_POST_LIMIT = 256  # buffers kept posted per queue
+RX_POST_LIMIT = 2047  # buffers kept posted per queue (a deep ring rides out scheduling delays)
 
 
 class AlphaPlugin:

@@ -49,6 +49,8 @@ class Rig:
     vfs: int = 2
     guests: int = 1
     mode: str = "npa"
+    #: False: namespaces, veth and TAPs only (for the raw-forwarder reference).
+    datapath: bool = True
     net: Namespaces = field(init=False)
     state: Path = field(init=False)
     procs: dict[str, Process] = field(default_factory=dict)
@@ -67,6 +69,10 @@ class Rig:
         net.veth(("h", "up0", HOST_MAC), ("t", "eth0", GEN_MAC))
         ip("-n", net.ns("t"), "addr", "add", f"{GEN_IP}/24", "dev", "eth0")
         nic_dir = nic_run_dir(self.state, "h", "nic0")
+        if not self.datapath:
+            for n in range(1, self.guests + 1):
+                self.make_tap(n)
+            return self
         config = NicConfig(lab=self.lab, host="h", name="nic0", model=self.model, vfs=self.vfs,
                            uplink="up0", run_dir=str(nic_dir))  # fmt: skip
         self.start("nic", "h", "nic_emulators.nic", write_config(config, nic_dir / "nic.json"))
@@ -74,12 +80,23 @@ class Rig:
             self.add_guest(n, nic_dir)
         return self
 
-    def add_guest(self, n: int, nic_dir: Path) -> None:
-        name, role = f"vm{n}", f"g{n}"
-        ns = self.net.ns(role)
+    def make_tap(self, n: int) -> None:
+        ns = self.net.ns(f"g{n}")
         ip("-n", ns, "tuntap", "add", "dev", "eth0", "mode", "tap")
         ip("-n", ns, "link", "set", "eth0", "address", guest_mac(n), "up")
         ip("-n", ns, "addr", "add", f"{guest_ip(n)}/24", "dev", "eth0")
+
+    def raw_forwarder(self, n: int = 1) -> None:
+        """The reference: one Python loop between guest ``n``'s TAP and the uplink."""
+        proc = self.net.spawn("h", "raw forwarder", sys.executable, "-m", "tests.benchmarks.raw_forwarder",
+                              "--guest-ns", self.ns(f"g{n}"), "--tap", "eth0", "--host-ns", self.ns("h"),
+                              "--uplink", "up0", "--mac", guest_mac(n))  # fmt: skip
+        proc.wait_ready()
+        self.procs["raw forwarder"] = proc
+
+    def add_guest(self, n: int, nic_dir: Path) -> None:
+        name, role = f"vm{n}", f"g{n}"
+        self.make_tap(n)
         run_dir = guest_run_dir(self.state, name)
         vmx = VmxConfig(lab=self.lab, guest=name, host="h", mac=guest_mac(n), run_dir=str(run_dir),
                         nic_control=str(nic_dir / "ctl.sock"), nic_pf_port=str(nic_dir / "pf.sock"),
