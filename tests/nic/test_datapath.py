@@ -1,0 +1,193 @@
+"""The NPA data path on real parts: NIC emulator, vmxnet3 device and shell processes,
+a veth to a generator namespace, the guest's TAP in its own namespace.
+
+Each test measures with the traffic agent (sequenced, stamped frames) and reads
+the devices' own state over their control sockets. The conformance suite runs
+the same processes through ``npabench up``; these tests pin the data path's
+behaviour down where it is cheapest to look.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from nic_emulators.config import lab_shm_files
+from nic_emulators.control import ControlError
+from tests.nic.rig import Rig, guest_ip, one_way
+from tests.traffic.netns import can_run
+
+pytestmark = pytest.mark.skipif(can_run() is not None, reason=str(can_run()))
+
+MODELS = ("alpha-10g", "beta-25g")
+
+
+@pytest.fixture
+def make_rig() -> Iterator[Any]:
+    made: list[Rig] = []
+
+    def make(**kwargs: Any) -> Rig:
+        rig = Rig(**kwargs)
+        made.append(rig)
+        rig.up()
+        return rig
+
+    yield make
+    for rig in made:
+        rig.close()
+        assert not lab_shm_files(rig.lab), f"shared memory left behind: {lab_shm_files(rig.lab)}"
+
+
+def flow(result: dict[str, Any]) -> dict[str, Any]:
+    (stats,) = result["flows"].values()
+    stats["sent"] = result["sender"]["sent"]
+    return stats
+
+
+def assert_exact(stats: dict[str, Any], what: str) -> None:
+    assert (stats["received"], stats["duplicates"], stats["reordered"], stats["corrupt"]) == (
+        stats["sent"], 0, 0, 0,
+    ), f"{what}: sent {stats['sent']}, got {stats['received']} ({stats['duplicates']} dup, " \
+       f"{stats['reordered']} reordered, {stats['corrupt']} corrupt); missing {stats['missing'][:5]}"  # fmt: skip
+
+
+def netdev(rig: Rig, n: int = 1) -> dict[str, Any]:
+    out = subprocess.run(["ip", "-n", rig.ns(f"g{n}"), "-j", "addr", "show", "dev", "eth0"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    (link,) = json.loads(out.stdout)
+    return {"ifindex": link["ifindex"], "mac": link["address"],
+            "ip": sorted(a["local"] for a in link["addr_info"] if a["family"] == "inet")}  # fmt: skip
+
+
+def shell_status(rig: Rig, n: int = 1) -> dict[str, Any]:
+    with rig.shell(n) as shell:
+        return shell.call("status")
+
+
+def under_traffic(rig: Rig, seconds: float, pps: int, guest: int = 1) -> tuple[list[threading.Thread], dict[str, Any]]:
+    """Start paced traffic generator->guest and guest->generator; join the threads for results."""
+    results: dict[str, Any] = {}
+
+    def run(src: str, dst: str, flow_id: int) -> None:
+        results[f"{src}->{dst}"] = one_way(rig, src, dst, seconds=seconds, pps=pps, flow=flow_id)
+
+    threads = [threading.Thread(target=run, args=a) for a in (("t", f"g{guest}", 1), (f"g{guest}", "t", 2))]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not within {timeout} s")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_passthrough_carries_sequenced_traffic_both_ways_exactly(make_rig: Any, model: str) -> None:
+    rig = make_rig(model=model)
+    status = rig.wait_mode("passthrough")
+    assert status["plugin"] == model.split("-")[0]
+    for src, dst in (("t", "g1"), ("g1", "t")):
+        assert_exact(flow(one_way(rig, src, dst, seconds=1.0, pps=5000)), f"{model} {src}->{dst}")
+    counters = shell_status(rig)["counters"]
+    assert counters["emu_rx_packets"] == 0 and counters["emu_tx_packets"] == 0, counters
+    with rig.nic() as nic:
+        queues = nic.call("GET_QUEUE_STATS", vf=status["vf"])["queues"]
+        again = nic.call("GET_QUEUE_STATS", vf=status["vf"])["queues"]
+    assert sum(q["rx_packets"] for q in queues) >= 5000 and sum(q["tx_packets"] for q in queues) >= 5000
+    assert all(q["rx_packets"] == 0 for q in again), "GET_QUEUE_STATS must report deltas since the last read"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_planned_switches_under_traffic_lose_nothing_and_keep_the_netdev(make_rig: Any, model: str) -> None:
+    rig = make_rig(model=model)
+    rig.wait_mode("passthrough")
+    before = netdev(rig)
+    threads, results = under_traffic(rig, seconds=2.5, pps=8000)
+    time.sleep(0.5)
+    took = []
+    with rig.vmx() as vmx:
+        for _ in range(3):
+            took.append(vmx.call("switch", to="emulation")["took_ms"])
+            time.sleep(0.15)
+            took.append(vmx.call("switch", to="passthrough")["took_ms"])
+            time.sleep(0.15)
+    for thread in threads:
+        thread.join()
+    for name, result in results.items():
+        assert_exact(flow(result), f"{model} {name} across 6 switches")
+    assert netdev(rig) == before, "the guest's netdev, MAC or IP changed"
+    status = shell_status(rig)
+    assert status["buffers"]["balanced"] == 1 and status["buffers"]["vf-tx"] == 0, status["buffers"]
+    assert status["counters"]["emu_rx_packets"] > 0 and status["counters"]["vf_rx_packets"] > 0
+
+
+def test_surprise_removal_keeps_the_guest_reachable_and_the_vf_comes_back(make_rig: Any) -> None:
+    rig = make_rig(model="alpha-10g")
+    vf = rig.wait_mode("passthrough")["vf"]
+    threads, results = under_traffic(rig, seconds=2.0, pps=5000)
+    time.sleep(0.5)
+    with rig.nic() as nic:
+        nic.call("VF_REMOVE", vf=vf)
+    status = rig.wait_mode("emulation")
+    assert status["reason"].startswith("VF removed"), status
+    for thread in threads:
+        thread.join()
+    for name, result in results.items():
+        stats = flow(result)
+        lost = stats["sent"] - stats["received"]
+        assert lost <= 50, f"{name}: {lost} lost around a surprise removal (bound 50 = 10 ms at 5 kpps)"
+        assert stats["duplicates"] == 0
+    assert_exact(flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "in emulation after the removal")
+    with rig.nic() as nic:
+        nic.call("VF_RESTORE", vf=vf)
+    rig.wait_mode("passthrough")
+    assert_exact(flow(one_way(rig, "g1", "t", seconds=0.5, pps=2000)), "back in passthrough")
+
+
+@pytest.mark.parametrize(
+    ("model", "fault", "code"),
+    [("beta-25g", "bad-buffer", "bad-buffer-id"), ("alpha-10g", "bad-buffer", "bad-address"),
+     ("alpha-10g", "outside-ring", "bad-index"), ("beta-25g", "no-complete", None)],
+)  # fmt: skip
+def test_misbehaving_plugin_is_quarantined_without_touching_the_other_guest(
+    make_rig: Any, model: str, fault: str, code: str | None
+) -> None:
+    rig = make_rig(model=model, guests=2)
+    vf1 = rig.wait_mode("passthrough", 1)["vf"]
+    vf2 = rig.wait_mode("passthrough", 2)["vf"]
+    threads, results = under_traffic(rig, seconds=2.0, pps=4000, guest=2)
+    with rig.shell(1) as shell:
+        shell.call("plugin-fault", fault=fault)
+    pinger = subprocess.run(["ip", "netns", "exec", rig.ns("g1"), "ping", "-c", "20", "-i", "0.05", "-W", "1", "198.19.77.2"],
+                            capture_output=True, text=True)  # fmt: skip
+    status = rig.wait_mode("emulation", 1)
+    assert status["reason"].startswith("runtime error"), status
+    with rig.nic() as nic:
+        vfs = nic.call("STATUS")["vfs"]
+    (first,) = [v for v in vfs if v["vf"] == vf1]
+    assert first["state"] == "free", f"the VF must be released after the fault: {first}"
+    if code is None:
+        assert "TX timeout" in status["reason"], status
+    else:
+        assert first.get("fault", {}).get("code") == code, f"the device must quarantine for {code}: {first}"
+    for thread in threads:
+        thread.join()
+    for name, result in results.items():
+        assert_exact(flow(result), f"guest 2 ({name}) while guest 1's plugin broke")
+    assert rig.status(2)["mode"] == "passthrough" and rig.status(2)["vf"] == vf2
+    replies = int(pinger.stdout.split(" received")[0].rsplit(" ", 1)[-1])
+    assert replies >= 10, f"guest 1 must stay reachable through the fault:\n{pinger.stdout}"
+    assert_exact(flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "guest 1 in emulation")
+    assert shell_status(rig, 1)["buffers"]["balanced"] == 1
