@@ -16,7 +16,9 @@ RX_POST_LIMIT = 1023
 
 
 class EmulatedRings:
-    def __init__(self, region_name: str, doorbell: str, interrupt: str, memory: GuestMemory) -> None:
+    def __init__(
+        self, region_name: str, doorbell: str, interrupt: str, memory: GuestMemory
+    ) -> None:
         from pathlib import Path
 
         self.region = SharedRegion.open(region_name)
@@ -38,7 +40,13 @@ class EmulatedRings:
         """Post one frame (the buffer is already filled); False when the ring is full."""
         if self.tx_prod - self.tx_cons >= v.RING_SIZE:
             return False
-        v.TX_DESC.pack_into(self.view, v.TX_RING + (self.tx_prod % v.RING_SIZE) * v.DESC_BYTES, buffer.addr, length, 0)
+        v.TX_DESC.pack_into(
+            self.view,
+            v.TX_RING + (self.tx_prod % v.RING_SIZE) * v.DESC_BYTES,
+            buffer.addr,
+            length,
+            0,
+        )
         self.tx_prod += 1
         self.tx_inflight.append((buffer.id, length))
         return True

@@ -22,10 +22,14 @@ class FaultyPlugin:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def add_frame_to_tx_ring(self, queue: int, send_info: SendInfo, sgl: list[SgEntry], last_pkt_hint: bool) -> int:
+    def add_frame_to_tx_ring(
+        self, queue: int, send_info: SendInfo, sgl: list[SgEntry], last_pkt_hint: bool
+    ) -> int:
         if self.fault == "bad-buffer":
             bogus = Buffer(10_000_000, 1 << 40, 2048)
-            return self.inner.add_frame_to_tx_ring(queue, send_info, [SgEntry(bogus, sgl[0].length)], True)
+            return self.inner.add_frame_to_tx_ring(
+                queue, send_info, [SgEntry(bogus, sgl[0].length)], True
+            )
         if self.fault == "outside-ring":
             result = self.inner.add_frame_to_tx_ring(queue, send_info, sgl, last_pkt_hint)
             regs = self.window.regs

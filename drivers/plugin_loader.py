@@ -21,7 +21,9 @@ def major(version: str) -> str:
     return str(version).split(".", 1)[0]
 
 
-def load_plugin(info: dict[str, Any], installed: dict[str, str], reload: bool = False) -> ModuleType:
+def load_plugin(
+    info: dict[str, Any], installed: dict[str, str], reload: bool = False
+) -> ModuleType:
     """The checked plugin module for GET_INFO record ``info``; PluginRefused says why not."""
     name = str(info["plugin"])
     module_name = installed.get(name, f"drivers.plugins.{name}")
@@ -31,16 +33,22 @@ def load_plugin(info: dict[str, Any], installed: dict[str, str], reload: bool = 
             module = importlib.reload(module)
     except ImportError as err:
         raise PluginRefused(f"no plugin {name!r} installed in the guest ({err})") from None
-    found = {k: getattr(module, k, None) for k in ("PLUGIN_NAME", "VENDOR", "VERSION", "API_VERSION")}
+    found = {
+        k: getattr(module, k, None) for k in ("PLUGIN_NAME", "VENDOR", "VERSION", "API_VERSION")
+    }
     described = f"plugin {found['PLUGIN_NAME']} {found['VERSION']} (vendor {found['VENDOR']})"
     if found["PLUGIN_NAME"] != name:
         raise PluginRefused(f"{described} is not the plugin {name!r} the VF asks for")
     if found["VENDOR"] != info["vendor"]:
         raise PluginRefused(f"{described} does not drive VFs of vendor {info['vendor']!r}")
     if major(str(found["VERSION"])) != major(str(info["plugin_version"])):
-        raise PluginRefused(f"{described}: the VF needs version {info['plugin_version']} (major version differs)")
+        raise PluginRefused(
+            f"{described}: the VF needs version {info['plugin_version']} (major version differs)"
+        )
     if major(str(found["API_VERSION"])) != major(API_VERSION):
-        raise PluginRefused(f"{described} speaks plugin API {found['API_VERSION']}, the shell {API_VERSION}")
+        raise PluginRefused(
+            f"{described} speaks plugin API {found['API_VERSION']}, the shell {API_VERSION}"
+        )
     if not callable(getattr(module, "plugin_entry", None)):
         raise PluginRefused(f"{described} has no plugin_entry")
     return module

@@ -46,7 +46,7 @@ TAP_BATCH = 64
 RX_BUDGET = 256
 COUNTERS = (
     "tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_dropped", "rx_dropped",
-    "vf_tx_packets", "vf_rx_packets", "emu_tx_packets", "emu_rx_packets",
+    "vf_tx_packets", "vf_rx_packets", "emu_tx_packets", "emu_rx_packets", "tx_ring_full",
 )  # fmt: skip
 
 
@@ -56,7 +56,9 @@ class Shell:
         self.run_dir = Path(config.run_dir)
         self.selector = selectors.DefaultSelector()
         self.stopping = False
-        self.memory = GuestMemory(shm_name(config.lab, config.guest, "mem"), config.small_buffers, config.large_buffers)
+        self.memory = GuestMemory(
+            shm_name(config.lab, config.guest, "mem"), config.small_buffers, config.large_buffers
+        )
         from drivers.tap import open_tap
 
         self.tap = open_tap(config.tap)
@@ -69,6 +71,7 @@ class Shell:
         self.installed: dict[str, str] = {}
         self.reload_next = False
         self.nic_fences = True
+        self.rx_refill = True  # off: RX buffers are not given back to the VF (starvation tests)
         self.fence_target = 0
         self.fence_deadline = 0.0
         self.errors: list[str] = []
@@ -76,8 +79,12 @@ class Shell:
         self.vmx = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.vmx.connect(str(self.run_dir / "vmx.sock"))
         self.vmx_inbuf = b""
-        hello = self._call_blocking("hello", memory=self.memory.name, tap=config.tap, pid=os.getpid())
-        self.emu = EmulatedRings(hello["region"], hello["doorbell"], hello["interrupt"], self.memory)
+        hello = self._call_blocking(
+            "hello", memory=self.memory.name, tap=config.tap, pid=os.getpid()
+        )
+        self.emu = EmulatedRings(
+            hello["region"], hello["doorbell"], hello["interrupt"], self.memory
+        )
         self.emu.post_rx()
         self.selector.register(self.emu.interrupt, selectors.EVENT_READ, self.emu.interrupt.drain)
         self.vmx.setblocking(False)
@@ -166,7 +173,9 @@ class Shell:
         table = (0, SMALL, self.memory.small_count)
         attachment = VfAttachment(info, module, self, table)
         if self.plugin_fault:
-            attachment.plugin = FaultyPlugin(attachment.plugin, attachment.window, self.plugin_fault)  # type: ignore[assignment]
+            attachment.plugin = FaultyPlugin(
+                attachment.plugin, attachment.window, self.plugin_fault
+            )  # type: ignore[assignment]
         self.vf = attachment
         # VF receptions wait until the emulation path delivered the NIC's fence
         # (the end of what it carried), so a switch never reorders frames.
@@ -177,7 +186,9 @@ class Shell:
         except Exception:
             self._drop_vf()
             raise
-        self.selector.register(attachment.interrupt, selectors.EVENT_READ, attachment.interrupt.drain)
+        self.selector.register(
+            attachment.interrupt, selectors.EVENT_READ, attachment.interrupt.drain
+        )
         return {"ok": True, "plugin": info["plugin"], "features": sorted(attachment.features)}
 
     def _detach(self, lost: bool) -> dict[str, Any]:
@@ -243,7 +254,9 @@ class Shell:
             return
         outstanding = vf.outstanding[queue]
         if count > len(outstanding):
-            raise BufferError_(f"plugin completed {count} frames on queue {queue}, {len(outstanding)} were out")
+            raise BufferError_(
+                f"plugin completed {count} frames on queue {queue}, {len(outstanding)} were out"
+            )
         for _ in range(count):
             self._sent(outstanding.popleft(), "vf")
         vf.last_progress = time.monotonic()
@@ -321,7 +334,11 @@ class Shell:
                 if not outstanding[queue]:
                     vf.last_progress = time.monotonic()
                 last = len(pending) == 1
-                if plugin.add_frame_to_tx_ring(queue, PLAIN_SEND, [SgEntry(buffer, length)], last) == TX_RING_FULL:
+                if (
+                    plugin.add_frame_to_tx_ring(queue, PLAIN_SEND, [SgEntry(buffer, length)], last)
+                    == TX_RING_FULL
+                ):
+                    self.counters["tx_ring_full"] += 1
                     memory.give_back(buffer.id, "vf-tx")
                     if not plugin.check_tx_ring(queue):
                         break
@@ -383,7 +400,8 @@ class Shell:
                         while (got := plugin.check_rx_ring(queue, RX_BUDGET)) == RX_BUDGET:
                             moved += got
                         moved += got
-                    plugin.add_buffers_to_rx_ring(queue)
+                    if self.rx_refill:
+                        plugin.add_buffers_to_rx_ring(queue)
                     moved += plugin.check_tx_ring(queue)
             except Exception as err:
                 self._runtime_error(f"plugin failed: {type(err).__name__}: {err}")
@@ -400,7 +418,10 @@ class Shell:
         return moved > 0
 
     def _watchdog(self, vf: VfAttachment) -> None:
-        if vf.in_flight() and time.monotonic() - vf.last_progress > self.config.tx_timeout_ms / 1000:
+        if (
+            vf.in_flight()
+            and time.monotonic() - vf.last_progress > self.config.tx_timeout_ms / 1000
+        ):
             self._runtime_error(
                 f"TX timeout: {vf.in_flight()} frames outstanding on the VF with no completion "
                 f"for {self.config.tx_timeout_ms} ms"
@@ -430,7 +451,9 @@ class Shell:
 
     # -- guest-side control ----------------------------------------------------------------------------------
 
-    def _handle(self, conn: Connection, request_id: int, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    def _handle(
+        self, conn: Connection, request_id: int, op: str, args: dict[str, Any]
+    ) -> dict[str, Any]:
         del conn, request_id
         if op == "status":
             vf = self.vf
@@ -456,6 +479,9 @@ class Shell:
                 inner = getattr(self.vf.plugin, "inner", self.vf.plugin)
                 self.vf.plugin = FaultyPlugin(inner, self.vf.window, fault) if fault else inner  # type: ignore[assignment]
             return {"fault": fault}
+        if op == "rx-refill":
+            self.rx_refill = bool(args.get("on", True))
+            return {"rx_refill": self.rx_refill}
         if op == "install-plugin":
             name, module = str(args["name"]), args.get("module")
             if module:

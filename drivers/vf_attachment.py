@@ -19,7 +19,11 @@ SHELL_FEATURES = frozenset({"vlan", "rss"})
 
 class VfAttachment:
     def __init__(
-        self, info: dict[str, Any], module: ModuleType, services: ShellServices, buffer_table: tuple[int, int, int]
+        self,
+        info: dict[str, Any],
+        module: ModuleType,
+        services: ShellServices,
+        buffer_table: tuple[int, int, int],
     ) -> None:
         self.info = info
         self.region = SharedRegion.open(str(info["region"]))

@@ -66,7 +66,9 @@ class Connection:
             with contextlib.suppress(OSError):
                 self.sock.setblocking(False)
 
-    def answer(self, request_id: int, result: Reply | None = None, error: Exception | None = None) -> None:
+    def answer(
+        self, request_id: int, result: Reply | None = None, error: Exception | None = None
+    ) -> None:
         """Answer request ``request_id`` (for deferred operations)."""
         if error is None:
             self.send({"id": request_id, "ok": True, "result": result or {}})
@@ -125,7 +127,14 @@ class ControlServer:
             request_id = int(request.pop("id", 0))
             op = str(request.pop("op"))
         except (ValueError, KeyError, TypeError, AttributeError):
-            conn.send({"id": 0, "ok": False, "error": f"malformed request {line[:80]!r}", "code": "EINVAL"})
+            conn.send(
+                {
+                    "id": 0,
+                    "ok": False,
+                    "error": f"malformed request {line[:80]!r}",
+                    "code": "EINVAL",
+                }
+            )
             return
         if op == "subscribe":
             conn.subscribed = True
@@ -181,7 +190,9 @@ class ControlClient:
             self.sock.connect(self.path)
         except OSError as err:
             self.sock.close()
-            raise ControlError(f"cannot reach {self.path}: {err.strerror or err}", "ENOENT") from err
+            raise ControlError(
+                f"cannot reach {self.path}: {err.strerror or err}", "ENOENT"
+            ) from err
         self.inbuf = b""
         self.next_id = 1
         self.events: list[dict[str, Any]] = []
@@ -261,7 +272,9 @@ class ControlClient:
             while True:
                 event = self.next_event(max(0.0, deadline - time.monotonic()))
                 if event is None:
-                    raise ControlError(f"no {name!r} event from {self.path} within {timeout:.1f} s", "ETIMEDOUT")
+                    raise ControlError(
+                        f"no {name!r} event from {self.path} within {timeout:.1f} s", "ETIMEDOUT"
+                    )
                 if event["event"] == name and all(event.get(k) == v for k, v in match.items()):
                     return event
                 kept.append(event)

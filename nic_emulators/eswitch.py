@@ -95,7 +95,9 @@ class _Port(_Counters):
         "vlans",
     )
 
-    def __init__(self, name: str, config: PortConfig, policy: PortPolicy, sends_disabled: bool) -> None:
+    def __init__(
+        self, name: str, config: PortConfig, policy: PortPolicy, sends_disabled: bool
+    ) -> None:
         super().__init__(name)
         self.policy = policy
         self.sends_disabled = sends_disabled

@@ -51,8 +51,15 @@ class Nic:
         self.stopping = False
         self.vector_pool = config.interrupt_vectors
         self.injected: dict[str, str] = {}  # op -> error message, for failure-injection tests
+        self.paused: set[int] = set()  # VFs whose TX rings are not served (flow control)
+        self.vf_features = self.model.features
         self.vfs = [
-            VirtualFunction(i, self.model, shm_name(config.lab, config.host, config.name, f"vf{i}"), self.run_dir)
+            VirtualFunction(
+                i,
+                self.model,
+                shm_name(config.lab, config.host, config.name, f"vf{i}"),
+                self.run_dir,
+            )
             for i in range(config.vfs)
         ]
         self.vf_by_port = {vf.port: vf for vf in self.vfs}
@@ -79,6 +86,7 @@ class Nic:
             return
         self.powered = True
         for vf in self.vfs:
+            vf.offer(self.vf_features)
             vf.enumerate()
             self.selector.register(vf.doorbell, selectors.EVENT_READ, vf.doorbell.drain)  # type: ignore[union-attr,arg-type]
         self.vector_pool = self.config.interrupt_vectors
@@ -93,7 +101,9 @@ class Nic:
             owner = vf.owner
             self._vf_gone(vf)
             if owner:
-                self.control.publish("vf-removed", vf=vf.index, owner=owner, reason="NIC powered off")
+                self.control.publish(
+                    "vf-removed", vf=vf.index, owner=owner, reason="NIC powered off"
+                )
         self.powered = False
         if self.csr is not None:
             self.csr.close()
@@ -118,10 +128,11 @@ class Nic:
     def _start_csr(self) -> None:
         from nic_emulators.csr.regmap import RegisterMap
         from nic_emulators.csr.server import CsrServer
-
         from nic_emulators.fpga_board import FpgaBoardView
 
-        self.csr = CsrServer(self.selector, RegisterMap(FpgaBoardView(self)), port=self.config.csr_port)
+        self.csr = CsrServer(
+            self.selector, RegisterMap(FpgaBoardView(self)), port=self.config.csr_port
+        )
         (self.run_dir / "csr.port").write_text(str(self.csr.port))
 
     # -- steering ---------------------------------------------------------------------
@@ -168,7 +179,9 @@ class Nic:
         self._deactivate(vf)
         vf.quarantine(fault.code, str(fault))
         print(f"VF {vf.index} ({owner}) quarantined: {fault}", file=sys.stderr, flush=True)
-        self.control.publish("vf-error", vf=vf.index, owner=owner, code=fault.code, message=str(fault))
+        self.control.publish(
+            "vf-error", vf=vf.index, owner=owner, code=fault.code, message=str(fault)
+        )
 
     # -- data path --------------------------------------------------------------------
 
@@ -236,7 +249,7 @@ class Nic:
         busy = False
         for vf in list(self.active):
             engine = vf.engine
-            if engine is None:
+            if engine is None or vf.index in self.paused:
                 continue
             for queue in range(engine.queues):
                 try:
@@ -265,7 +278,7 @@ class Nic:
                 vf.engine.regs[w.KICK_ARMED] = 1
         for vf in self.active:
             engine = vf.engine
-            if engine is None:
+            if engine is None or vf.index in self.paused:
                 continue
             try:
                 if any(engine.pending_tx(q) for q in range(engine.queues)):
@@ -307,7 +320,9 @@ class Nic:
             "vfs": [vf.describe() for vf in self.vfs],
             "vports": sorted(self.vports),
             "vectors_free": self.vector_pool,
-            "drops": dict(self.drops, wire_tx_errors=self.wire.tx_errors, pf_tx_errors=self.pf.tx_errors),
+            "drops": dict(
+                self.drops, wire_tx_errors=self.wire.tx_errors, pf_tx_errors=self.pf.tx_errors
+            ),
             "csr_port": self.csr.port if self.csr is not None else None,
         }
 

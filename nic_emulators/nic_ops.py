@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from nic_emulators.config import PortPolicy
 from nic_emulators.control import Connection, ControlError, Deferred
 from nic_emulators.port_config import PolicyError, PortConfig
+from nic_emulators.vendors import window as w
 
 if TYPE_CHECKING:
     from nic_emulators.nic import Nic
@@ -93,12 +94,22 @@ class NicOperations:
             "GET_QUEUE_STATS": lambda a: {"queues": self.vf(a, "GET_QUEUE_STATS").read_deltas()},
             "GET_QUEUE_STATUS": self.queue_status,
             "SET_MAC": lambda a: self.port_op(a, "set_mac", mac_bytes(a["mac"])),
-            "SET_MULTICAST": lambda a: self.port_op(a, "set_multicast", [mac_bytes(m) for m in a["macs"]]),
-            "SET_RX_MODE": lambda a: self.port_op(
-                a, "set_rx_mode", bool(a.get("promisc")), bool(a.get("allmulti")), bool(a.get("broadcast", True))
+            "SET_MULTICAST": lambda a: self.port_op(
+                a, "set_multicast", [mac_bytes(m) for m in a["macs"]]
             ),
-            "ADD_VLAN_RANGE": lambda a: self.port_op(a, "add_vlan_range", int(a["lo"]), int(a["hi"])),
-            "DEL_VLAN_RANGE": lambda a: self.port_op(a, "del_vlan_range", int(a["lo"]), int(a["hi"])),
+            "SET_RX_MODE": lambda a: self.port_op(
+                a,
+                "set_rx_mode",
+                bool(a.get("promisc")),
+                bool(a.get("allmulti")),
+                bool(a.get("broadcast", True)),
+            ),
+            "ADD_VLAN_RANGE": lambda a: self.port_op(
+                a, "add_vlan_range", int(a["lo"]), int(a["hi"])
+            ),
+            "DEL_VLAN_RANGE": lambda a: self.port_op(
+                a, "del_vlan_range", int(a["lo"]), int(a["hi"])
+            ),
             "SET_DEFAULT_VLAN": lambda a: self.port_op(a, "set_default_vlan", a.get("vlan")),
             "SET_ANTISPOOF": lambda a: self.port_op(a, "set_antispoof", bool(a["on"])),
             "SET_MTU": lambda a: self.port_op(a, "set_mtu", int(a["mtu"])),
@@ -114,6 +125,8 @@ class NicOperations:
             "VF_REMOVE": self.remove,
             "VF_RESTORE": self.restore,
             "INJECT": self.inject,
+            "PAUSE": self.pause,
+            "SET_VF_FEATURES": self.set_vf_features,
             "VECTORS": self.vectors,
             "STATUS": lambda a: self.nic.status(),
         }
@@ -121,7 +134,9 @@ class NicOperations:
     def handle(self, conn: Connection, request_id: int, op: str, args: Args) -> Args | Deferred:
         action = self.table.get(op)
         if action is None:
-            raise ControlError(f"unknown operation {op!r} (known: {', '.join(self.table)})", "EINVAL")
+            raise ControlError(
+                f"unknown operation {op!r} (known: {', '.join(self.table)})", "EINVAL"
+            )
         if op in self.nic.injected:
             message = self.nic.injected.pop(op)
             raise ControlError(f"{op}: {message} (injected failure)", "EIO")
@@ -142,7 +157,8 @@ class NicOperations:
             vf = self.nic.vfs[index]
         except (KeyError, ValueError, TypeError, IndexError):
             raise ControlError(
-                f"{op}: no VF {args.get('vf')!r} on {self.nic.name} (it has {len(self.nic.vfs)})", "ENODEV"
+                f"{op}: no VF {args.get('vf')!r} on {self.nic.name} (it has {len(self.nic.vfs)})",
+                "ENODEV",
             ) from None
         if vf.state == "absent":
             raise ControlError(f"{op}: VF {index} of {self.nic.name} is not present", "ENODEV")
@@ -190,7 +206,7 @@ class NicOperations:
         return {
             "vf": vf.index,
             "version": nic.model.plugin_version,
-            "features": sorted(nic.model.features),
+            "features": sorted(vf.offered_features()),
             "mtu": 9000,
             "queues": nic.model.queues,
             "vectors": vectors,
@@ -202,7 +218,9 @@ class NicOperations:
         if config is None and f"vport:{vf.owner}" in self.nic.vports:
             config = self.nic.eswitch.config(f"vport:{vf.owner}")
         if config is None:
-            raise ControlError("VF_INIT: no port configuration given and the owner has no vport", "EINVAL")
+            raise ControlError(
+                "VF_INIT: no port configuration given and the owner has no vport", "EINVAL"
+            )
         config.enabled = False
         vf.init(str(args["memory"]), (args.get("state") or {}).get("rings"))
         policy = self.policies.get(str(vf.owner), PortPolicy())
@@ -214,6 +232,13 @@ class NicOperations:
     def activate(self, args: Args) -> Args:
         vf = self.vf(args, "VF_ACTIVATE")
         vf.need("VF_ACTIVATE", "ready", "quiesced")
+        excess = vf.enabled_features() - vf.offered_features()
+        if excess:
+            raise ControlError(
+                f"VF_ACTIVATE: the driver enabled {', '.join(sorted(excess))}, which VF {vf.index} "
+                "does not offer",
+                "EINVAL",
+            )
         self.nic.activate(vf)
         return {"vf": vf.index, "state": vf.state}
 
@@ -295,8 +320,26 @@ class NicOperations:
         self.nic.injected[op] = str(args.get("message", "failure injected by the bench"))
         return {"armed": op}
 
+    def pause(self, args: Args) -> Args:
+        """Stop (or restart) taking frames from a VF's TX rings: link-partner flow control."""
+        vf = self.vf(args, "PAUSE")
+        if args.get("on", True):
+            self.nic.paused.add(vf.index)
+        else:
+            self.nic.paused.discard(vf.index)
+        return {"paused": sorted(self.nic.paused)}
+
+    def set_vf_features(self, args: Args) -> Args:
+        """What the VFs offer from now on (a board build without some offloads)."""
+        features = frozenset(str(f) for f in args["features"])
+        unknown = features - frozenset(w.FEATURE_BITS)
+        if unknown:
+            raise ControlError(f"unknown features {sorted(unknown)}", "EINVAL")
+        self.nic.vf_features = features
+        for vf in self.nic.vfs:
+            vf.offer(features)
+        return {"features": sorted(features)}
+
     def vectors(self, args: Args) -> Args:
         self.nic.vector_pool = int(args["free"])
         return {"free": self.nic.vector_pool}
-
-

@@ -52,7 +52,9 @@ class WirePort:
         try:
             self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
-            request = struct.pack("=4I", RING_BLOCK, RING_BLOCKS, SLOT, RING_BLOCK * RING_BLOCKS // SLOT)
+            request = struct.pack(
+                "=4I", RING_BLOCK, RING_BLOCKS, SLOT, RING_BLOCK * RING_BLOCKS // SLOT
+            )
             self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, request)
             self.map = mmap.mmap(self.sock.fileno(), RING_BLOCK * RING_BLOCKS)
             self.sock.bind((interface, ETH_P_ALL))

@@ -26,8 +26,16 @@ from nic_emulators.vendors.alpha import AlphaEngine
 from nic_emulators.vendors.beta import BetaEngine
 from nic_emulators.vendors.engine import QueueEngine
 
-ENGINES: dict[str, type[QueueEngine]] = {"alpha": AlphaEngine, "beta": BetaEngine, "gamma": AlphaEngine}
-RING_BYTES = {"alpha": alpha_layout.rings_bytes, "beta": beta_layout.rings_bytes, "gamma": alpha_layout.rings_bytes}
+ENGINES: dict[str, type[QueueEngine]] = {
+    "alpha": AlphaEngine,
+    "beta": BetaEngine,
+    "gamma": AlphaEngine,
+}
+RING_BYTES = {
+    "alpha": alpha_layout.rings_bytes,
+    "beta": beta_layout.rings_bytes,
+    "gamma": alpha_layout.rings_bytes,
+}
 
 COUNTER_NAMES = ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "rx_no_buffer", "rx_too_long")
 
@@ -49,6 +57,7 @@ class VirtualFunction:
         self.doorbell: Fifo | None = None
         self.interrupt: Fifo | None = None
         self.irq_pending = False
+        self.features = model.features
         self.totals = [dict.fromkeys(COUNTER_NAMES, 0) for _ in range(model.queues)]
         self.last_read = [dict.fromkeys(COUNTER_NAMES, 0) for _ in range(model.queues)]
 
@@ -56,12 +65,14 @@ class VirtualFunction:
 
     def enumerate(self) -> None:
         """Make the VF exist (NIC power-on / VF enable): its BAR and notification FIFOs."""
-        size = w.WINDOW_BYTES + RING_BYTES[self.model.vendor](self.model.queues, self.model.ring_size)
+        size = w.WINDOW_BYTES + RING_BYTES[self.model.vendor](
+            self.model.queues, self.model.ring_size
+        )
         self.region = SharedRegion.create(self.shm_name, size)
         regs = self.region.view[: w.WINDOW_BYTES].cast("I")
         regs[w.NUM_QUEUES] = self.model.queues
         regs[w.RING_SIZE] = self.model.ring_size
-        regs[w.FEATURES] = w.feature_mask(self.model.features)
+        regs[w.FEATURES] = w.feature_mask(self.features)
         regs.release()
         self.doorbell = Fifo(self.run_dir / f"vf{self.index}.db", create=True)
         self.interrupt = Fifo(self.run_dir / f"vf{self.index}.irq", create=True)
@@ -80,6 +91,25 @@ class VirtualFunction:
         self.state = "absent"
         self.owner = None
         self.vectors = 0
+
+    def offer(self, features: frozenset[str]) -> None:
+        self.features = features
+        if self.region is not None:
+            regs = self.region.view[: w.WINDOW_BYTES].cast("I")
+            regs[w.FEATURES] = w.feature_mask(features)
+            regs.release()
+
+    def offered_features(self) -> frozenset[str]:
+        return self.features
+
+    def enabled_features(self) -> frozenset[str]:
+        if self.region is None:
+            return frozenset()
+        regs = self.region.view[: w.WINDOW_BYTES].cast("I")
+        try:
+            return w.feature_names(regs[w.ENABLED_FEATURES])
+        finally:
+            regs.release()
 
     # -- operations -------------------------------------------------------------------
 
@@ -106,7 +136,7 @@ class VirtualFunction:
             "opaque": {"model": self.model.name},
             "queues": self.model.queues,
             "ring_size": self.model.ring_size,
-            "features": sorted(self.model.features),
+            "features": sorted(self.offered_features()),
             "vectors": self.vectors,
         }
 
@@ -127,7 +157,9 @@ class VirtualFunction:
             self.memory = SharedRegion.open(memory_name)
         except OSError as err:
             raise ControlError(f"VF_INIT: guest memory {memory_name}: {err}", "ENOENT") from err
-        engine = ENGINES[self.model.vendor](region, self.memory.view, self.model.queues, self.model.ring_size)
+        engine = ENGINES[self.model.vendor](
+            region, self.memory.view, self.model.queues, self.model.ring_size
+        )
         if saved:
             engine.restore(saved)
         self.engine = engine
@@ -167,7 +199,9 @@ class VirtualFunction:
         if self.region is None:
             return
         regs = self.region.view[: w.WINDOW_BYTES].cast("I")
-        status = (w.STATUS_ACTIVE if self.state == "active" else 0) | (w.STATUS_LINK_UP if link_up else 0)
+        status = (w.STATUS_ACTIVE if self.state == "active" else 0) | (
+            w.STATUS_LINK_UP if link_up else 0
+        )
         regs[w.STATUS] = status
         regs.release()
 
@@ -198,7 +232,13 @@ class VirtualFunction:
         return deltas
 
     def describe(self) -> dict[str, Any]:
-        status: dict[str, Any] = {"vf": self.index, "state": self.state, "owner": self.owner}
+        status: dict[str, Any] = {
+            "vf": self.index,
+            "state": self.state,
+            "owner": self.owner,
+            "offered": sorted(self.features),
+            "enabled": sorted(self.enabled_features()),
+        }
         if self.fault:
             status["fault"] = self.fault
         if self.engine is not None:

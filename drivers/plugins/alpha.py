@@ -67,7 +67,9 @@ class AlphaPlugin:
     def disable_interrupt(self, vector: int) -> None:
         self.regs[w.IRQ_ENABLE + vector] = 0
 
-    def add_frame_to_tx_ring(self, queue: int, send_info: SendInfo, sgl: list[SgEntry], last_pkt_hint: bool) -> int:
+    def add_frame_to_tx_ring(
+        self, queue: int, send_info: SendInfo, sgl: list[SgEntry], last_pkt_hint: bool
+    ) -> int:
         size, tail = self.size, self.tx_tail[queue]
         if (tail - self.tx_clean[queue]) + len(sgl) >= size:
             self.regs[w.qreg(queue, w.TX_TAIL)] = tail & MASK
@@ -124,7 +126,9 @@ class AlphaPlugin:
             clean += 1
             count += 1
             if buffer is None:
-                self.services.log("error", f"queue {queue}: completion for an empty slot {clean - 1}")
+                self.services.log(
+                    "error", f"queue {queue}: completion for an empty slot {clean - 1}"
+                )
                 continue
             info = RecvInfo(vlan=vlan) if status & a.RX_STATUS_VP else NO_RECV_INFO
             indicate(buffer, length, info)

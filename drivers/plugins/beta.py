@@ -67,7 +67,9 @@ class BetaPlugin:
     def disable_interrupt(self, vector: int) -> None:
         self.regs[w.IRQ_ENABLE + vector] = 0
 
-    def add_frame_to_tx_ring(self, queue: int, send_info: SendInfo, sgl: list[SgEntry], last_pkt_hint: bool) -> int:
+    def add_frame_to_tx_ring(
+        self, queue: int, send_info: SendInfo, sgl: list[SgEntry], last_pkt_hint: bool
+    ) -> int:
         tail = self.tx_tail[queue]
         if tail - self.tx_ci[queue] >= self.size or len(sgl) != 1:
             self.regs[w.qreg(queue, w.TX_TAIL)] = tail & MASK
@@ -90,7 +92,9 @@ class BetaPlugin:
         ci, tail = self.tx_ci[queue], self.tx_tail[queue]
         start = ci
         while ci != tail:
-            if rings[cq + (ci % size) * b.TX_CQE.size + b.TX_CQE_OWNER_OFFSET] != b.owner_bit(ci, size):
+            if rings[cq + (ci % size) * b.TX_CQE.size + b.TX_CQE_OWNER_OFFSET] != b.owner_bit(
+                ci, size
+            ):
                 break
             ci += 1
         done = ci - start
@@ -115,9 +119,13 @@ class BetaPlugin:
             count += 1
             buffer = posted.pop(buffer_id, None)
             if buffer is None:
-                self.services.log("error", f"queue {queue}: completion for buffer {buffer_id} never posted")
+                self.services.log(
+                    "error", f"queue {queue}: completion for buffer {buffer_id} never posted"
+                )
                 continue
-            indicate(buffer, length, RecvInfo(vlan=vlan) if flags & b.RX_FLAG_VLAN else NO_RECV_INFO)
+            indicate(
+                buffer, length, RecvInfo(vlan=vlan) if flags & b.RX_FLAG_VLAN else NO_RECV_INFO
+            )
         if count:
             self.rx_ci[queue] = ci
             self.regs[w.qreg(queue, w.RX_CQ_CI)] = ci & MASK
@@ -125,7 +133,11 @@ class BetaPlugin:
 
     def add_buffers_to_rx_ring(self, queue: int) -> int:
         size, rings = self.size, self.rings
-        wq, posted, alloc = b.rx_wq_offset(queue, size), self.posted[queue], self.services.alloc_small_buffer
+        wq, posted, alloc = (
+            b.rx_wq_offset(queue, size),
+            self.posted[queue],
+            self.services.alloc_small_buffer,
+        )
         tail, added = self.rx_tail[queue], 0
         limit = min(size, RX_POST_LIMIT)
         while tail - self.rx_ci[queue] < limit:

@@ -38,7 +38,8 @@ class AlphaEngine(QueueEngine):
             pending -= 1
             if len(chain) > a.MAX_CHAIN:
                 raise DeviceFault(
-                    "bad-length", f"TX queue {queue}: frame spans more than {a.MAX_CHAIN} descriptors"
+                    "bad-length",
+                    f"TX queue {queue}: frame spans more than {a.MAX_CHAIN} descriptors",
                 )
             if not cmd & a.TX_CMD_EOP:
                 continue

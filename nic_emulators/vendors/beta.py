@@ -26,7 +26,9 @@ class BetaEngine(QueueEngine):
             )
         stride = regs[w.BUF_STRIDE]
         if length > stride:
-            raise DeviceFault("bad-length", f"{what}: length {length} exceeds the buffer size {stride}")
+            raise DeviceFault(
+                "bad-length", f"{what}: length {length} exceeds the buffer size {stride}"
+            )
         address = regs[w.BUF_BASE] + buffer_id * stride
         self.check_span(what, address, max(length, 1))
         return address
@@ -44,10 +46,14 @@ class BetaEngine(QueueEngine):
         head = self.tx_next[queue]
         frames: list[bytes] = []
         while pending and len(frames) < budget and self._cq_room(queue, w.TX_CQ_CI, head):
-            buffer_id, length, flags, vlan, index = b.TX_WQE.unpack_from(rings, wq + (head % size) * b.TX_WQE.size)
+            buffer_id, length, flags, vlan, index = b.TX_WQE.unpack_from(
+                rings, wq + (head % size) * b.TX_WQE.size
+            )
             what = f"TX queue {queue} WQE {head}"
             if index != head & w.INDEX_MASK:
-                raise DeviceFault("bad-wqe", f"{what}: entry carries index {index} (stale or misplaced)")
+                raise DeviceFault(
+                    "bad-wqe", f"{what}: entry carries index {index} (stale or misplaced)"
+                )
             address = self._buffer(what, buffer_id, length)
             frame = bytes(memory[address : address + length])
             if flags & b.TX_FLAG_VLAN:
@@ -69,10 +75,14 @@ class BetaEngine(QueueEngine):
         if not self._cq_room(queue, w.RX_CQ_CI, head):
             return NO_BUFFER
         size, rings = self.size, self.rings
-        buffer_id, index = b.RX_WQE.unpack_from(rings, b.rx_wq_offset(queue, size) + (head % size) * b.RX_WQE.size)
+        buffer_id, index = b.RX_WQE.unpack_from(
+            rings, b.rx_wq_offset(queue, size) + (head % size) * b.RX_WQE.size
+        )
         what = f"RX queue {queue} WQE {head}"
         if index != head & w.INDEX_MASK:
-            raise DeviceFault("bad-wqe", f"{what}: entry carries index {index} (stale or misplaced)")
+            raise DeviceFault(
+                "bad-wqe", f"{what}: entry carries index {index} (stale or misplaced)"
+            )
         address = self._buffer(what, buffer_id, 0)
         flags, vlan = 0, 0
         if self.regs[w.ENABLED_FEATURES] & w.FEATURE_BITS["vlan"]:

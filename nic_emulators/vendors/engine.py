@@ -33,9 +33,7 @@ FAULT_CODES = {"bad-index": 1, "bad-address": 2, "bad-buffer-id": 3, "bad-length
 class QueueEngine(ABC):
     """Device side of one VF's queues."""
 
-    def __init__(
-        self, region: memoryview, memory: memoryview, queues: int, size: int
-    ) -> None:
+    def __init__(self, region: memoryview, memory: memoryview, queues: int, size: int) -> None:
         self.regs = region[: w.WINDOW_BYTES].cast("I")
         self.rings = region[w.WINDOW_BYTES :]
         self.memory = memory

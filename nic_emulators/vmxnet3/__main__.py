@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from nic_emulators.config import VmxConfig, read_config, shm_name
-from nic_emulators.control import DEFERRED, Connection, ControlClient, ControlError, ControlServer, Deferred
+from nic_emulators.control import (
+    DEFERRED,
+    Connection,
+    ControlClient,
+    ControlError,
+    ControlServer,
+    Deferred,
+)
 from nic_emulators.notify import Fifo
 from nic_emulators.ports import WirePort
 from nic_emulators.shm import SharedRegion
@@ -29,6 +36,7 @@ from nic_emulators.vmxnet3.backend import EmulationBackend, EmulationFault, PfVp
 from nic_emulators.vmxnet3.device import DeviceModel
 
 IDLE_WAKE_S = 0.01
+MULTICAST_LIMIT = 32  # entries a VF's (and a vport's) multicast filter holds
 FEATURES = ("csum", "vlan", "tso", "rss", "lro")
 
 
@@ -41,14 +49,19 @@ class VmxProcess:
         self.stopping = False
         region = SharedRegion.create(shm_name(config.lab, config.guest, "vmx"), v.REGION_BYTES)
         self.backend = EmulationBackend(
-            region, Fifo(self.run_dir / "vmx.db", create=True), Fifo(self.run_dir / "vmx.irq", create=True)
+            region,
+            Fifo(self.run_dir / "vmx.db", create=True),
+            Fifo(self.run_dir / "vmx.irq", create=True),
         )
-        self.selector.register(self.backend.doorbell, selectors.EVENT_READ, self.backend.doorbell.drain)
+        self.selector.register(
+            self.backend.doorbell, selectors.EVENT_READ, self.backend.doorbell.drain
+        )
         self.shell: Connection | None = None
         self.device = DeviceModel(config, self._tell_shell)
         self.nic_events: socket.socket | None = None
         self.nic_inbuf = b""
         self.deferred_events: list[dict[str, Any]] = []
+        self.filters: dict[str, Any] = {"multicast": [], "promisc": False, "allmulti": False}
         if config.nic_control:
             self.device.nic = ControlClient(config.nic_control)
             self._subscribe_nic()
@@ -113,8 +126,12 @@ class VmxProcess:
             if name == "vf-error" and owner == self.config.guest and device.vf == event.get("vf"):
                 reason = f"runtime error: VF {event['vf']} quarantined ({event.get('code')})"
                 device.start("fallback", device.vf_lost(reason, release=True))
-            elif name == "vf-removed" and owner == self.config.guest and device.vf == event.get("vf"):
-                device.start("fallback", device.vf_lost(f"VF removed: {event.get('reason')}", release=False))
+            elif (
+                name == "vf-removed" and owner == self.config.guest and device.vf == event.get("vf")
+            ):
+                device.start(
+                    "fallback", device.vf_lost(f"VF removed: {event.get('reason')}", release=False)
+                )
             elif name in ("vf-added", "power") and event.get("on", True) and self._wants_vf_back():
                 device.start("return", device.to_passthrough(), self._after_return)
 
@@ -129,11 +146,15 @@ class VmxProcess:
 
     def _tell_shell(self, event: str, details: dict[str, Any]) -> None:
         if self.shell is None or self.shell.closed:
-            self.device.shell_answer(int(details["seq"]), {"ok": False, "reason": "no guest driver"})
+            self.device.shell_answer(
+                int(details["seq"]), {"ok": False, "reason": "no guest driver"}
+            )
             return
         self.shell.send({"event": event, **details})
 
-    def _handle(self, conn: Connection, request_id: int, op: str, args: dict[str, Any]) -> dict[str, Any] | Deferred:
+    def _handle(
+        self, conn: Connection, request_id: int, op: str, args: dict[str, Any]
+    ) -> dict[str, Any] | Deferred:
         device = self.device
         if op == "hello":
             self.shell = conn
@@ -148,10 +169,15 @@ class VmxProcess:
             }
         if op == "ready":
             # the shell serves its loop now: offer it a VF, as a hypervisor does at driver load
-            if device.mode == "emulation" and device.inactive_reason() is None and device.sequence is None:
+            if (
+                device.mode == "emulation"
+                and device.inactive_reason() is None
+                and device.sequence is None
+            ):
                 device.start("initial switch", device.to_passthrough())
             return {}
         if op == "reload":
+
             def again(result: dict[str, Any] | None, error: str | None) -> None:
                 del result, error
                 device.start("reload: back to passthrough", device.to_passthrough())
@@ -166,7 +192,9 @@ class VmxProcess:
             if device.mode == "passthrough" and device.vf is not None and device.sequence is None:
                 with contextlib.suppress(ControlError):
                     device.nic_op("VF_QUIESCE", vf=device.vf)
-                device.start("fallback", device.vf_lost(f"runtime error: {args.get('reason')}", release=True))
+                device.start(
+                    "fallback", device.vf_lost(f"runtime error: {args.get('reason')}", release=True)
+                )
             return {}
         if op == "status":
             return {**device.status(), "emulation": dict(self.backend.counters)}
@@ -178,31 +206,107 @@ class VmxProcess:
                 sequence = device.to_emulation(str(args.get("reason") or "requested"))
             else:
                 raise ControlError(f"switch to {target!r}? (emulation or passthrough)", "EINVAL")
-            device.start(f"switch to {target}", sequence, lambda r, e: self._answer(conn, request_id, r, e))
+            device.start(
+                f"switch to {target}", sequence, lambda r, e: self._answer(conn, request_id, r, e)
+            )
             return DEFERRED
         if op == "suspend":
             device.suspended = True
-            device.start("suspend", device.to_emulation("guest suspended"), lambda r, e: self._answer(conn, request_id, r, e))
+            device.start(
+                "suspend",
+                device.to_emulation("guest suspended"),
+                lambda r, e: self._answer(conn, request_id, r, e),
+            )
             return DEFERRED
         if op == "resume":
             device.suspended = False
-            device.start("resume", device.to_passthrough(), lambda r, e: self._answer(conn, request_id, r, e, tolerate=True))
+            device.start(
+                "resume",
+                device.to_passthrough(),
+                lambda r, e: self._answer(conn, request_id, r, e, tolerate=True),
+            )
             return DEFERRED
+        if op == "filter":
+            return self._filter(args)
         if op == "set":
             if "memory_reserved" in args:
                 device.memory_reserved = bool(args["memory_reserved"])
             if "required_features" in args:
                 unknown = set(args["required_features"]) - set(FEATURES)
                 if unknown:
-                    raise ControlError(f"unknown features {sorted(unknown)}; known: {', '.join(FEATURES)}", "EINVAL")
+                    raise ControlError(
+                        f"unknown features {sorted(unknown)}; known: {', '.join(FEATURES)}",
+                        "EINVAL",
+                    )
                 device.required_features = frozenset(args["required_features"])
             if "fail_after_activate" in args:
                 device.fail_after_activate = bool(args["fail_after_activate"])
             return device.status()
         raise ControlError(f"unknown operation {op!r}", "EINVAL")
 
+    def _filter(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The guest driver's receive filters and port settings, applied to the guest's vport
+        and, in passthrough, to its VF as well — so they hold in both modes and across switches.
+        More than 32 multicast groups do not fit a VF's filter: both ports go allmulti."""
+        nic = self.device.nic
+        if nic is None:
+            raise ControlError("no SR-IOV NIC on this host: filters are the vSwitch's", "ENODEV")
+        wanted = self.filters
+        setting = str(args.get("set"))
+        calls: list[tuple[str, dict[str, Any]]]
+        if setting == "multicast":
+            wanted["multicast"] = [str(m) for m in args.get("macs", [])]
+            overflow = len(wanted["multicast"]) > MULTICAST_LIMIT
+            calls = [
+                ("SET_MULTICAST", {"macs": [] if overflow else wanted["multicast"]}),
+                self._rx_mode(overflow),
+            ]
+        elif setting == "rx_mode":
+            wanted["promisc"], wanted["allmulti"] = (
+                bool(args.get("promisc")),
+                bool(args.get("allmulti")),
+            )
+            calls = [self._rx_mode(len(wanted["multicast"]) > MULTICAST_LIMIT)]
+        elif setting == "mac":
+            calls = [("SET_MAC", {"mac": args["mac"]})]
+        elif setting in ("add_vlans", "del_vlans"):
+            op = "ADD_VLAN_RANGE" if setting == "add_vlans" else "DEL_VLAN_RANGE"
+            calls = [(op, {"lo": int(args["lo"]), "hi": int(args.get("hi", args["lo"]))})]
+        elif setting == "default_vlan":
+            calls = [("SET_DEFAULT_VLAN", {"vlan": args.get("vlan")})]
+        elif setting == "mtu":
+            calls = [("SET_MTU", {"mtu": int(args["mtu"])})]
+        elif setting == "antispoof":
+            calls = [("SET_ANTISPOOF", {"on": bool(args["on"])})]
+        else:
+            raise ControlError(
+                f"unknown filter setting {setting!r} (multicast, rx_mode, mac, add_vlans, del_vlans, "
+                "default_vlan, mtu, antispoof)",
+                "EINVAL",
+            )
+        ports = [f"vport:{self.config.guest}"]
+        if self.device.vf is not None:
+            ports.append(f"vf{self.device.vf}")
+        applied: dict[str, Any] = {}
+        for port in ports:
+            for op, params in calls:
+                applied[port] = nic.call(op, port=port, **params)
+        return {"ports": applied, "wanted": dict(wanted)}
+
+    def _rx_mode(self, overflow: bool) -> tuple[str, dict[str, Any]]:
+        wanted = self.filters
+        return (
+            "SET_RX_MODE",
+            {"promisc": wanted["promisc"], "allmulti": wanted["allmulti"] or overflow},
+        )
+
     def _answer(
-        self, conn: Connection, request_id: int, result: dict[str, Any] | None, error: str | None, tolerate: bool = False
+        self,
+        conn: Connection,
+        request_id: int,
+        result: dict[str, Any] | None,
+        error: str | None,
+        tolerate: bool = False,
     ) -> None:
         if error and not tolerate:
             conn.answer(request_id, error=ControlError(error, "EIO"))
@@ -219,7 +323,11 @@ class VmxProcess:
             try:
                 sent = backend.poll_tx()
             except EmulationFault as fault:
-                print(f"guest {self.config.guest}: emulation stopped: {fault}", file=sys.stderr, flush=True)
+                print(
+                    f"guest {self.config.guest}: emulation stopped: {fault}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 backend.memory = None
                 sent = 0
             backend.raise_interrupt()

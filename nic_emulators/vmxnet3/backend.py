@@ -81,7 +81,13 @@ class EmulationBackend:
         self.port: PfVport | WirePort | None = None
         self.tx_next = 0
         self.rx_next = 0
-        self.counters = {"tx_packets": 0, "tx_bytes": 0, "rx_packets": 0, "rx_bytes": 0, "rx_no_buffer": 0}
+        self.counters = {
+            "tx_packets": 0,
+            "tx_bytes": 0,
+            "rx_packets": 0,
+            "rx_bytes": 0,
+            "rx_no_buffer": 0,
+        }
         self.irq_pending = False
 
     def attach_memory(self, name: str) -> None:
@@ -98,7 +104,9 @@ class EmulationBackend:
         if not pending:
             return 0
         if pending > v.RING_SIZE:
-            raise EmulationFault(f"TX producer {regs[v.TX_PROD]} is {pending} past the device's {self.tx_next}")
+            raise EmulationFault(
+                f"TX producer {regs[v.TX_PROD]} is {pending} past the device's {self.tx_next}"
+            )
         mem, size = memory.view, memory.size
         unpack, view = v.TX_DESC.unpack_from, self.view
         counters = self.counters
@@ -107,7 +115,9 @@ class EmulationBackend:
         while done < pending and done < budget:
             address, length, _flags = unpack(view, v.TX_RING + (index % v.RING_SIZE) * v.DESC_BYTES)
             if length <= 0 or address + length > size:
-                raise EmulationFault(f"TX descriptor {index}: buffer {address:#x}+{length} outside guest memory")
+                raise EmulationFault(
+                    f"TX descriptor {index}: buffer {address:#x}+{length} outside guest memory"
+                )
             frame = bytes(mem[address : address + length])
             if port is not None:
                 port.send(frame)
@@ -130,11 +140,15 @@ class EmulationBackend:
             self.counters["rx_no_buffer"] += 1
             return False
         if posted > v.RING_SIZE:
-            raise EmulationFault(f"RX producer {regs[v.RX_PROD]} is {posted} past the device's {self.rx_next}")
+            raise EmulationFault(
+                f"RX producer {regs[v.RX_PROD]} is {posted} past the device's {self.rx_next}"
+            )
         slot = (self.rx_next % v.RING_SIZE) * v.DESC_BYTES
         address, buffer_size, buffer_id = v.RX_DESC.unpack_from(self.view, v.RX_RING + slot)
         if address + buffer_size > memory.size or len(frame) > buffer_size:
-            raise EmulationFault(f"RX descriptor {self.rx_next}: buffer {address:#x}+{buffer_size} unusable")
+            raise EmulationFault(
+                f"RX descriptor {self.rx_next}: buffer {address:#x}+{buffer_size} unusable"
+            )
         memory.view[address : address + len(frame)] = frame
         flags = 0 if frame else v.RX_FLAG_FENCE
         v.RX_COMP.pack_into(self.view, v.RX_COMP_RING + slot, buffer_id, len(frame), flags, 0)

@@ -39,7 +39,9 @@ class SwitchFailed(Exception):
 class DeviceModel:
     """Modes, reasons and the switch sequences of one guest's vmxnet3 device."""
 
-    def __init__(self, config: VmxConfig, tell_shell: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(
+        self, config: VmxConfig, tell_shell: Callable[[str, dict[str, Any]], None]
+    ) -> None:
         self.config = config
         self.tell_shell = tell_shell
         self.nic: ControlClient | None = None
@@ -80,7 +82,12 @@ class DeviceModel:
 
     # -- running sequences --------------------------------------------------------------
 
-    def start(self, name: str, sequence: Sequence, done: Callable[[dict[str, Any] | None, str | None], None] | None = None) -> None:
+    def start(
+        self,
+        name: str,
+        sequence: Sequence,
+        done: Callable[[dict[str, Any] | None, str | None], None] | None = None,
+    ) -> None:
         if self.sequence is not None:
             raise ControlError(f"a {self.sequence_name} is in progress", "EBUSY")
         self.sequence, self.sequence_name = sequence, name
@@ -91,7 +98,9 @@ class DeviceModel:
     def _advance(self, answer: dict[str, Any] | None) -> None:
         assert self.sequence is not None
         try:
-            event, details = self.sequence.send(answer) if answer is not None else next(self.sequence)
+            event, details = (
+                self.sequence.send(answer) if answer is not None else next(self.sequence)
+            )
         except StopIteration:
             self._finish(None)
             return
@@ -115,7 +124,9 @@ class DeviceModel:
             self.waiting_for = None
             assert self.sequence is not None
             try:
-                self.sequence.throw(SwitchFailed(f"the guest did not answer within {STEP_TIMEOUT_S:.0f} s"))
+                self.sequence.throw(
+                    SwitchFailed(f"the guest did not answer within {STEP_TIMEOUT_S:.0f} s")
+                )
             except StopIteration:
                 self._finish(None)
             except (SwitchFailed, ControlError) as err:
@@ -123,7 +134,12 @@ class DeviceModel:
 
     def _finish(self, error: str | None) -> None:
         took_ms = (time.monotonic() - self.started_at) * 1000
-        result = {"mode": self.mode, "reason": self.reason, "took_ms": round(took_ms, 3), "steps": self.steps}
+        result = {
+            "mode": self.mode,
+            "reason": self.reason,
+            "took_ms": round(took_ms, 3),
+            "steps": self.steps,
+        }
         self.history.append({"sequence": self.sequence_name, "error": error, **result})
         self.sequence, self.waiting_for = None, None
         callbacks, self.on_done = self.on_done, []
@@ -157,7 +173,9 @@ class DeviceModel:
             features = frozenset(info["features"])
             lacking = self.required_features - features
             if lacking:
-                raise SwitchFailed(f"incompatible adapter features: the VF lacks {', '.join(sorted(lacking))}")
+                raise SwitchFailed(
+                    f"incompatible adapter features: the VF lacks {', '.join(sorted(lacking))}"
+                )
             if not features & {"csum", "vlan", "tso", "rss", "lro"}:
                 raise SwitchFailed("the VF reports no usable capability")
             self.nic_op("VF_INIT", vf=vf, memory=self.memory_name)
@@ -166,7 +184,9 @@ class DeviceModel:
                 raise SwitchFailed(f"the guest refused the VF: {answer.get('reason')}")
         except BaseException as err:
             self._undo(vf, activated=False)
-            self.reason = str(err) if isinstance(err, (SwitchFailed, ControlError)) else "switch failed"
+            self.reason = (
+                str(err) if isinstance(err, (SwitchFailed, ControlError)) else "switch failed"
+            )
             raise
         try:
             self.nic_op("VF_ACTIVATE", vf=vf)
@@ -181,7 +201,9 @@ class DeviceModel:
             with_detach = yield ("detach", {"reason": "rollback"})
             del with_detach
             self._undo(vf, activated=True)
-            self.reason = str(err) if isinstance(err, (SwitchFailed, ControlError)) else "switch failed"
+            self.reason = (
+                str(err) if isinstance(err, (SwitchFailed, ControlError)) else "switch failed"
+            )
             raise
         self.info = info
         self.mode, self.reason = "passthrough", ""

@@ -101,9 +101,13 @@ class Rig:
         vmx = VmxConfig(lab=self.lab, guest=name, host="h", mac=guest_mac(n), run_dir=str(run_dir),
                         nic_control=str(nic_dir / "ctl.sock"), nic_pf_port=str(nic_dir / "pf.sock"),
                         mode=self.mode)  # fmt: skip
-        self.start(f"vmx {name}", "h", "nic_emulators.vmxnet3", write_config(vmx, run_dir / "vmx.json"))
+        self.start(
+            f"vmx {name}", "h", "nic_emulators.vmxnet3", write_config(vmx, run_dir / "vmx.json")
+        )
         shell = ShellConfig(lab=self.lab, guest=name, tap="eth0", run_dir=str(run_dir))
-        self.start(f"shell {name}", role, "drivers.shell", write_config(shell, run_dir / "shell.json"))
+        self.start(
+            f"shell {name}", role, "drivers.shell", write_config(shell, run_dir / "shell.json")
+        )
 
     def start(self, what: str, role: str, module: str, config: Path) -> None:
         proc = self.net.spawn(role, what, sys.executable, "-m", module, "--config", str(config))
@@ -169,14 +173,24 @@ def one_way(rig: Rig, source: str, sink: str, seconds: float = 2.0, pps: int | N
     from bench.traffic.packets import PacketSpec, build_template
 
     def addr(role: str) -> tuple[str, str]:
-        return (GEN_MAC, GEN_IP) if role == "t" else (guest_mac(int(role[1:])), guest_ip(int(role[1:])))
+        return (
+            (GEN_MAC, GEN_IP)
+            if role == "t"
+            else (guest_mac(int(role[1:])), guest_ip(int(role[1:])))
+        )
 
     (src_mac, src_ip), (dst_mac, dst_ip) = addr(source), addr(sink)
     template = build_template(PacketSpec(src_mac=src_mac, dst_mac=dst_mac, src_ip=src_ip, dst_ip=dst_ip,
                                          frame_size=size, flow=flow))  # fmt: skip
-    checker = rig.net.agent(sink, "recv", "--iface", "eth0", "--flow", str(flow), "--idle-exit", "1.0")
+    checker = rig.net.agent(
+        sink, "recv", "--iface", "eth0", "--flow", str(flow), "--idle-exit", "1.0"
+    )
     checker.wait_ready()
-    rate = ["--pps", str(pps), "--count", str(int(pps * seconds))] if pps else ["--max-rate", "--duration", str(seconds)]
+    rate = (
+        ["--pps", str(pps), "--count", str(int(pps * seconds))]
+        if pps
+        else ["--max-rate", "--duration", str(seconds)]
+    )
     sender = rig.net.agent(source, "send", "--iface", "eth0", "--frame-hex", template.frame.hex(),
                            "--payload-at", str(template.payload_at), "--flow", str(flow), *rate)  # fmt: skip
     sender.wait_ready()

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from nic_emulators.config import lab_shm_files
-from nic_emulators.control import ControlError
-from tests.nic.rig import Rig, guest_ip, one_way
+from tests.nic.rig import Rig, one_way
 from tests.traffic.netns import can_run
 
 pytestmark = pytest.mark.skipif(can_run() is not None, reason=str(can_run()))
@@ -70,14 +69,18 @@ def shell_status(rig: Rig, n: int = 1) -> dict[str, Any]:
         return shell.call("status")
 
 
-def under_traffic(rig: Rig, seconds: float, pps: int, guest: int = 1) -> tuple[list[threading.Thread], dict[str, Any]]:
+def under_traffic(
+    rig: Rig, seconds: float, pps: int, guest: int = 1
+) -> tuple[list[threading.Thread], dict[str, Any]]:
     """Start paced traffic generator->guest and guest->generator; join the threads for results."""
     results: dict[str, Any] = {}
 
     def run(src: str, dst: str, flow_id: int) -> None:
         results[f"{src}->{dst}"] = one_way(rig, src, dst, seconds=seconds, pps=pps, flow=flow_id)
 
-    threads = [threading.Thread(target=run, args=a) for a in (("t", f"g{guest}", 1), (f"g{guest}", "t", 2))]
+    threads = [
+        threading.Thread(target=run, args=a) for a in (("t", f"g{guest}", 1), (f"g{guest}", "t", 2))
+    ]
     for thread in threads:
         thread.start()
     return threads, results
@@ -97,7 +100,7 @@ def wait_for(condition: Any, timeout: float, what: str) -> Any:
 def test_passthrough_carries_sequenced_traffic_both_ways_exactly(make_rig: Any, model: str) -> None:
     rig = make_rig(model=model)
     status = rig.wait_mode("passthrough")
-    assert status["plugin"] == model.split("-")[0]
+    assert status["plugin"] == model.split("-", maxsplit=1)[0]
     for src, dst in (("t", "g1"), ("g1", "t")):
         assert_exact(flow(one_way(rig, src, dst, seconds=1.0, pps=5000)), f"{model} {src}->{dst}")
     counters = shell_status(rig)["counters"]
@@ -105,12 +108,19 @@ def test_passthrough_carries_sequenced_traffic_both_ways_exactly(make_rig: Any, 
     with rig.nic() as nic:
         queues = nic.call("GET_QUEUE_STATS", vf=status["vf"])["queues"]
         again = nic.call("GET_QUEUE_STATS", vf=status["vf"])["queues"]
-    assert sum(q["rx_packets"] for q in queues) >= 5000 and sum(q["tx_packets"] for q in queues) >= 5000
-    assert all(q["rx_packets"] == 0 for q in again), "GET_QUEUE_STATS must report deltas since the last read"
+    assert (
+        sum(q["rx_packets"] for q in queues) >= 5000
+        and sum(q["tx_packets"] for q in queues) >= 5000
+    )
+    assert all(q["rx_packets"] == 0 for q in again), (
+        "GET_QUEUE_STATS must report deltas since the last read"
+    )
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_planned_switches_under_traffic_lose_nothing_and_keep_the_netdev(make_rig: Any, model: str) -> None:
+def test_planned_switches_under_traffic_lose_nothing_and_keep_the_netdev(
+    make_rig: Any, model: str
+) -> None:
     rig = make_rig(model=model)
     rig.wait_mode("passthrough")
     before = netdev(rig)
@@ -147,9 +157,13 @@ def test_surprise_removal_keeps_the_guest_reachable_and_the_vf_comes_back(make_r
     for name, result in results.items():
         stats = flow(result)
         lost = stats["sent"] - stats["received"]
-        assert lost <= 50, f"{name}: {lost} lost around a surprise removal (bound 50 = 10 ms at 5 kpps)"
+        assert lost <= 50, (
+            f"{name}: {lost} lost around a surprise removal (bound 50 = 10 ms at 5 kpps)"
+        )
         assert stats["duplicates"] == 0
-    assert_exact(flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "in emulation after the removal")
+    assert_exact(
+        flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "in emulation after the removal"
+    )
     with rig.nic() as nic:
         nic.call("VF_RESTORE", vf=vf)
     rig.wait_mode("passthrough")
@@ -181,7 +195,9 @@ def test_misbehaving_plugin_is_quarantined_without_touching_the_other_guest(
     if code is None:
         assert "TX timeout" in status["reason"], status
     else:
-        assert first.get("fault", {}).get("code") == code, f"the device must quarantine for {code}: {first}"
+        assert first.get("fault", {}).get("code") == code, (
+            f"the device must quarantine for {code}: {first}"
+        )
     for thread in threads:
         thread.join()
     for name, result in results.items():
