@@ -75,6 +75,7 @@ class Nic:
         self.ops = NicOperations(self)
         self.control = ControlServer(self.selector, self.run_dir / "ctl.sock", self.ops.handle)
         self.csr: Any = None
+        self.csr_port = 0
         self.drops = {"link_down": 0, "powered_off": 0}
         if config.powered:
             self.power_on()
@@ -112,6 +113,8 @@ class Nic:
 
     def _vf_gone(self, vf: VirtualFunction) -> None:
         self._deactivate(vf)
+        if vf.port in self.eswitch.ports():
+            self.eswitch.remove_port(vf.port)
         if vf.doorbell is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(vf.doorbell)
@@ -130,9 +133,10 @@ class Nic:
         from nic_emulators.csr.server import CsrServer
         from nic_emulators.fpga_board import FpgaBoardView
 
-        self.csr = CsrServer(
-            self.selector, RegisterMap(FpgaBoardView(self)), port=self.config.csr_port
-        )
+        # A board keeps its CSR address across power cycles.
+        port = self.csr_port or self.config.csr_port
+        self.csr = CsrServer(self.selector, RegisterMap(FpgaBoardView(self)), port=port)
+        self.csr_port = self.csr.port
         (self.run_dir / "csr.port").write_text(str(self.csr.port))
 
     # -- steering ---------------------------------------------------------------------
@@ -154,12 +158,12 @@ class Nic:
         """Take the VF off the data path; its owner's vport (emulation) gets its frames again."""
         if vf in self.active:
             self.active.remove(vf)
-        with contextlib.suppress(KeyError):
+        ports = self.eswitch.ports()
+        if vf.port in ports:
             self.eswitch.disable(vf.port)
         vport = f"vport:{vf.owner}"
-        if vf.owner and vport in self.vports:
-            with contextlib.suppress(Exception):
-                self.eswitch.enable(vport)
+        if vf.owner and vport in self.vports and vport in ports:
+            self.eswitch.enable(vport)
 
     def quiesce(self, vf: VirtualFunction) -> None:
         """VF_QUIESCE: finish what the driver posted, then stop the VF and steer to emulation."""

@@ -112,10 +112,21 @@ _READ_ONLY = frozenset({"ID", "VERSION", "STATUS", "VF_TOTAL"})
 class FpgaBoard(Protocol):
     """What the register map needs from the NIC emulator's FPGA board."""
 
-    powered: bool
-    link_up: bool
-    vf_count: int  # VFs enabled now
-    vf_total: int  # the board's maximum
+    @property
+    def powered(self) -> bool: ...
+
+    @property
+    def link_up(self) -> bool: ...
+
+    @property
+    def vf_count(self) -> int:
+        """VFs enabled now."""
+        ...
+
+    @property
+    def vf_total(self) -> int:
+        """The board's maximum."""
+        ...
 
     def vf_mac(self, vf: int) -> bytes:
         """6 bytes; ``b"\\0" * 6`` if not set."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from nic_emulators.config import lab_shm_files
+from nic_emulators.config import lab_shm_files, nic_run_dir
+from tests.labkit import REPO
 from tests.nic.rig import Rig, one_way
 from tests.traffic.netns import can_run
 
@@ -207,3 +209,33 @@ def test_misbehaving_plugin_is_quarantined_without_touching_the_other_guest(
     assert replies >= 10, f"guest 1 must stay reachable through the fault:\n{pinger.stdout}"
     assert_exact(flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "guest 1 in emulation")
     assert shell_status(rig, 1)["buffers"]["balanced"] == 1
+
+
+def test_fpga_nic_is_driven_over_csr_and_its_guest_survives_a_power_cycle(make_rig: Any) -> None:
+    rig = make_rig(model="fpga-nic")
+    assert rig.wait_mode("passthrough")["plugin"] == "gamma"
+    port = int((nic_run_dir(rig.state, "h", "nic0") / "csr.port").read_text())
+    read = (
+        "from drivers.csr_client import CsrClient; c = CsrClient('127.0.0.1', {port}); "
+        "print(c.read(0x0), c.read(0x10), c.read(0x24))"
+    )
+
+    def csr() -> list[int]:
+        out = subprocess.run(["ip", "netns", "exec", rig.ns("h"), sys.executable, "-c", read.format(port=port)],
+                             capture_output=True, text=True, cwd=REPO)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return [int(x) for x in out.stdout.split()]
+
+    assert csr() == [0x4E504147, 0b11, 2], "ID, STATUS (powered, link up), VF_COUNT"
+    regions = [p for p in lab_shm_files(rig.lab) if "-vf" in p.name]
+    assert len(regions) == 2
+    with rig.nic() as nic:
+        nic.call("POWER", on=False)
+    status = rig.wait_mode("emulation")
+    assert status["reason"] == "VF removed: NIC powered off", status
+    assert not [p for p in lab_shm_files(rig.lab) if "-vf" in p.name], "the VFs must vanish"
+    with rig.nic() as nic:
+        nic.call("POWER", on=True)
+    rig.wait_mode("passthrough")
+    assert csr() == [0x4E504147, 0b11, 2], "the board answers at the same CSR address after power-on"
+    assert_exact(flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "back in passthrough")
