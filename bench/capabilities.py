@@ -13,10 +13,11 @@ import re
 from typing import get_args
 
 from bench.topology import Host, Instrument, Topology
+from nic_emulators.models import MODEL_NAMES
 
 #: Backend -> the capability kinds it realises today. One line per backend.
 REALISED: dict[str, frozenset[str]] = {
-    "emulated": frozenset({"hosts", "backend", "role", "instrument"}),
+    "emulated": frozenset({"hosts", "backend", "role", "instrument", "nic", "guests"}),
     "lab": frozenset({"hosts", "backend", "role", "instrument"}),
 }
 
@@ -31,7 +32,9 @@ KNOWN_FORMS = (
     "role:" + "|".join(_ROLES),
     "instrument:" + "|".join(_INSTRUMENTS),
     "nic:sriov",
+    "nic:" + "|".join(MODEL_NAMES),
     "guests",
+    "guests:N",
 )
 
 
@@ -44,14 +47,19 @@ def is_known(capability: object) -> bool:
     """Whether ``capability`` is one of ``KNOWN_FORMS`` (a typo would otherwise just skip)."""
     if not isinstance(capability, str):
         return False
-    if capability in ("nic:sriov", "guests"):
+    if capability == "guests":
         return True
     what, sep, value = capability.partition(":")
     if not sep:
         return False
-    if what == "hosts":
+    if what in ("hosts", "guests"):
         return re.fullmatch(r"[1-9][0-9]*", value) is not None
-    allowed = {"backend": _BACKENDS, "role": _ROLES, "instrument": _INSTRUMENTS}
+    allowed = {
+        "backend": _BACKENDS,
+        "role": _ROLES,
+        "instrument": _INSTRUMENTS,
+        "nic": ("sriov", *MODEL_NAMES),
+    }
     return value in allowed.get(what, ())
 
 

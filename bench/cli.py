@@ -20,13 +20,14 @@ from bench import __version__
 from bench.errors import BenchError, LabError, UsageError
 from bench.instruments.registry import open_instrument
 from bench.lab import Lab, LabState, attach, bring_down, bring_up, cleanup_lab
-from bench.lab.teardown import labs_with_links, labs_with_namespaces
+from bench.lab.teardown import labs_with_links, labs_with_namespaces, labs_with_shared_memory
 from bench.runner import REPO_ROOT, run_suite
 from bench.signals import sigterm_interrupts
 from bench.ssh import render_ssh_config, run_on_all
 from bench.topology import Topology, load_topology
 from bench.traffic.engine import TrafficSpec, reverse, run_flows
 from bench.traffic.results import format_table
+from nic_emulators.control import ControlError
 
 DEFAULT_TOPOLOGY = "topologies/emulated-lab.yaml"
 
@@ -122,8 +123,10 @@ def _readable_state(lab: str) -> LabState | None:
 
 
 def _labs_on_this_machine() -> list[str]:
-    """Labs with a state directory, plus labs whose namespaces or links outlived their state."""
-    return sorted(set(LabState.known_labs()) | labs_with_namespaces() | labs_with_links())
+    """Labs with a state directory, plus labs whose namespaces, links or shared memory
+    outlived their state."""
+    found = labs_with_namespaces() | labs_with_links() | labs_with_shared_memory()
+    return sorted(set(LabState.known_labs()) | found)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -133,7 +136,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     info: dict[str, Any] = (
         Lab(topo, path, state).status()
         if state is not None
-        else {"lab": topo.lab.name, "status": "down", "topology": str(path), "hosts": []}
+        else {
+            "lab": topo.lab.name,
+            "status": "down",
+            "topology": str(path),
+            "hosts": [],
+            "nics": [],
+            "guests": [],
+        }
     )
     if args.json:
         print(json.dumps(info, indent=2))
@@ -143,6 +153,47 @@ def cmd_status(args: argparse.Namespace) -> int:
         ssh = host.get("ssh")
         where = f"{ssh['user']}@{ssh['address']}:{ssh['port']}" if ssh else "-"
         print(f"  {host['name']:<16} {host['backend']:<9} {host['role']:<18} {where}")
+    if info["guests"]:
+        print("guests:")
+    for guest in info["guests"]:
+        print(f"  {_guest_line(guest)}")
+    return 0
+
+
+def _guest_line(guest: dict[str, Any]) -> str:
+    """One guest in ``status``: where it runs and what its vmxnet3 device says."""
+    head = f"{guest['name']:<16} on {guest['host']:<12}"
+    if guest["mode"] == "unreachable":
+        return f"{head} unreachable: {guest.get('error', '')}"
+    vf = "-" if guest.get("vf") is None else str(guest["vf"])
+    plugin = guest.get("plugin") or "-"
+    reason = f"  ({guest['reason']})" if guest.get("reason") else ""
+    return f"{head} {guest['mode']:<12} vf {vf:<3} plugin {plugin}{reason}"
+
+
+def cmd_switch(args: argparse.Namespace) -> int:
+    topology = load_topology(Path(args.topology))
+    if args.guest not in {g.name for g in topology.guests}:  # a typo is bad input, up or not
+        known = ", ".join(g.name for g in topology.guests) or "none"
+        raise UsageError(f"lab {topology.lab.name!r} has no guest {args.guest!r} (guests: {known})")
+    with attach(Path(args.topology)) as lab:
+        timeout = lab.topology.limits.command_timeout_s
+        with lab.guest_control(args.guest, timeout=timeout) as device:
+            try:
+                result = device.call("switch", to=args.to)
+            except ControlError as err:
+                raise LabError(
+                    f"guest {args.guest}: switch to {args.to} refused by its vmxnet3 device: "
+                    f"{err} ({err.code})"
+                ) from None
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    took = result.get("took_ms")
+    took_text = f" in {took:.1f} ms" if isinstance(took, int | float) else ""
+    print(f"{args.guest}: {result.get('mode', '?')}{took_text}")
+    for step in result.get("steps", []):
+        print(f"  {step if isinstance(step, str) else json.dumps(step)}")
     return 0
 
 
@@ -186,6 +237,11 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     )
     with attach(Path(args.topology)) as lab:
         lab.endpoint(args.source)  # a clear error naming the lab's hosts if it is unknown
+        if args.source in lab.guests:  # the engine runs its agents on hosts only, for now
+            raise UsageError(
+                f"traffic: --from a guest ({args.source}) is not supported yet; measure a "
+                "round trip from a host instead: --from HOST --to <the guest's address>"
+            )
         specs = [spec, reverse(lab, spec)] if args.both_ways else [spec]
         results = run_flows(lab, specs, progress)
     if args.json:
@@ -273,6 +329,15 @@ def _add_traffic(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_traffic)
 
 
+def _add_switch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("topology", help="topology file (its lab must be up)")
+    p.add_argument("guest", help="guest name in the topology")
+    p.add_argument("to", choices=["emulation", "passthrough"], help="the mode to switch to")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.epilog = "Exit status 3 (with the device's reason) when the device refuses the switch."
+    p.set_defaults(func=cmd_switch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="npabench",
@@ -292,7 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("schema", "print the JSON Schema of topology files")
     p.set_defaults(func=cmd_schema)
 
-    p = add("up", "bring the lab of a topology up (namespaces, switches, sshd per host)")
+    p = add(
+        "up",
+        "bring the lab of a topology up (namespaces, switches, sshd per host and guest, "
+        "NIC emulators, guest NICs)",
+    )
     p.add_argument("topology", help="topology file")
     p.set_defaults(func=cmd_up)
 
@@ -308,14 +377,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="only list the labs found, remove nothing")
     p.set_defaults(func=cmd_cleanup)
 
-    p = add("status", "show whether the lab is up and how to reach each host")
+    p = add(
+        "status",
+        "show whether the lab is up, how to reach each host and guest, and each guest's "
+        "NIC mode (passthrough or emulation, why, which VF and plugin)",
+    )
     p.add_argument("topology", help="topology file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 
-    p = add("exec", "run a command on lab host(s) over SSH; exit with its exit status")
+    _add_switch(
+        add(
+            "switch",
+            "switch a guest's NIC between emulation and passthrough (a VF driven by its "
+            "plugin); prints the mode reached, the time taken and the steps",
+        )
+    )
+
+    p = add("exec", "run a command on lab host(s) or guest(s) over SSH; exit with its status")
     p.add_argument("topology", help="topology file")
-    p.add_argument("host", help="host name, comma-separated names, or 'all'")
+    p.add_argument(
+        "host", help="host or guest name, comma-separated names, or 'all' (hosts and guests)"
+    )
     p.add_argument(
         "--timeout",
         type=float,

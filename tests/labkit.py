@@ -8,7 +8,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,6 +18,7 @@ from bench.lab.naming import link_alias, netns_prefix
 from bench.lab.processes import pids_mentioning
 from bench.lab.procfs import is_alive
 from bench.lab.state import state_root
+from nic_emulators.config import lab_shm_files
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -45,32 +46,55 @@ def write_topology(
     hosts: int = 3,
     lab: str | None = None,
     instruments: Sequence[dict[str, object]] = (),
+    *,
+    nics: Mapping[str, Sequence[dict[str, object]]] | None = None,
+    guests: int = 0,
+    guest_host: str = "h1",
 ) -> tuple[Path, str]:
-    """A valid emulated topology with ``hosts`` hosts on one switch; returns (path, lab name)."""
+    """A valid emulated topology with ``hosts`` hosts on one switch; returns (path, lab name).
+
+    Host ``h0`` is the traffic generator, the others hypervisors. ``nics`` maps a
+    host name to its ``nics:`` list; ``guests`` guests ``vm1``... run on ``guest_host``,
+    with addresses ``.101``... on the data switch.
+    """
     name = lab or "t" + secrets.token_hex(2)
     data_third = secrets.randbelow(250) + 3
-    doc = {
+    host_docs: list[dict[str, object]] = [
+        {
+            "name": f"h{i}",
+            "role": "hypervisor" if i else "traffic-generator",
+            "interfaces": [
+                {
+                    "name": "uplink0",
+                    "switch": "sw0",
+                    "address": f"198.19.{data_third}.{10 + i}/24",
+                    "mac": f"02:4e:51:{data_third:02x}:00:{10 + i:02x}",
+                }
+            ],
+        }
+        for i in range(hosts)
+    ]
+    for host in host_docs:
+        if nics and host["name"] in nics:
+            host["nics"] = list(nics[str(host["name"])])
+    doc: dict[str, object] = {
         "lab": {"name": name, "management": free_management_subnet()},
         "switches": [{"name": "sw0", "subnet": f"198.19.{data_third}.0/24"}],
-        "hosts": [
-            {
-                "name": f"h{i}",
-                "role": "hypervisor" if i else "traffic-generator",
-                "interfaces": [
-                    {
-                        "name": "uplink0",
-                        "switch": "sw0",
-                        "address": f"198.19.{data_third}.{10 + i}/24",
-                        "mac": f"02:4e:51:{data_third:02x}:00:{10 + i:02x}",
-                    }
-                ],
-            }
-            for i in range(hosts)
-        ],
+        "hosts": host_docs,
         "limits": {"lab_up_timeout_s": 60},
     }
     if instruments:
         doc["instruments"] = list(instruments)
+    if guests:
+        doc["guests"] = [
+            {
+                "name": f"vm{g}",
+                "host": guest_host,
+                "mac": f"02:4e:52:{data_third:02x}:01:{g:02x}",
+                "address": f"198.19.{data_third}.{100 + g}/24",
+            }
+            for g in range(1, guests + 1)
+        ]
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path, name
@@ -134,6 +158,7 @@ def leftovers(lab: str, pids: Sequence[int] = ()) -> list[str]:
     found += [f"process {pid}" for pid in pids if pid_alive(pid)]
     # Any daemon started for the lab (journalled or not) names its state directory.
     found += [f"process {pid}" for pid in pids_mentioning(f"{state_root() / lab}/")]
+    found += [f"shared memory {path}" for path in lab_shm_files(lab)]
     return found
 
 

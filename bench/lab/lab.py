@@ -1,4 +1,5 @@
-"""A lab that is up: its topology, its journal, and SSH access to every host.
+"""A lab that is up: its topology, its journal, SSH access to every host and guest, and the
+control sockets of its emulated NICs and guests' vmxnet3 devices.
 
 This is what the CLI and the pytest plugin hold. It never creates anything;
 ``lifecycle.py`` does, and hands one of these back.
@@ -11,11 +12,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from bench.errors import UsageError
+from bench.errors import LabError, UsageError
+from bench.lab.data_path import guest_control_socket, nic_control_socket
 from bench.lab.processes import is_running
 from bench.lab.state import LabState
 from bench.ssh import SshEndpoint, SshHost, connect_all
-from bench.topology import Topology
+from bench.topology import Guest, Topology
+from nic_emulators.control import ControlClient, ControlError
+
+#: How long ``status`` waits for one guest's device to answer.
+STATUS_TIMEOUT_S = 2.0
 
 
 def endpoint_to_json(endpoint: SshEndpoint) -> dict[str, Any]:
@@ -40,7 +46,7 @@ def endpoint_from_json(host: str, data: dict[str, Any]) -> SshEndpoint:
 
 
 class Lab:
-    """SSH access to the hosts of a running lab (connections are opened on first use)."""
+    """SSH access to the hosts and guests of a running lab (connections opened on first use)."""
 
     def __init__(self, topology: Topology, topology_path: Path, state: LabState) -> None:
         self.topology = topology
@@ -56,8 +62,72 @@ class Lab:
     def name(self) -> str:
         return self.topology.lab.name
 
+    @property
+    def guests(self) -> list[str]:
+        """Names of the lab's guests, in topology order (each also reachable by ``host()``)."""
+        return [g.name for g in self.topology.guests]
+
+    def _guest(self, name: str) -> Guest:
+        try:
+            return self.topology.guest(name)
+        except KeyError:
+            known = ", ".join(self.guests) or "none"
+            raise UsageError(f"lab {self.name!r} has no guest {name!r} (guests: {known})") from None
+
+    def guest_control(self, guest: str, timeout: float = 10.0) -> ControlClient:
+        """A control connection to ``guest``'s vmxnet3 device (``status``, ``switch``...).
+
+        UsageError naming the guests if ``guest`` is unknown; LabError if its
+        device does not answer.
+        """
+        self._guest(guest)
+        path = guest_control_socket(self.state.directory, guest)
+        return self._connect(path, f"the vmxnet3 device of guest {guest}", timeout)
+
+    def nic_control(self, host: str, nic: str, timeout: float = 10.0) -> ControlClient:
+        """A control connection to NIC ``nic`` of ``host`` (an emulated NIC's emulator)."""
+        try:
+            spec = self.topology.host(host)
+        except KeyError as err:
+            raise UsageError(str(err.args[0])) from None
+        if spec.nic(nic) is None:
+            known = ", ".join(n.name for n in spec.nics) or "none"
+            raise UsageError(f"host {host!r} has no NIC {nic!r} (NICs: {known})")
+        path = nic_control_socket(self.state.directory, host, nic)
+        return self._connect(path, f"the emulator of NIC {nic} of host {host}", timeout)
+
+    @staticmethod
+    def _connect(path: Path, what: str, timeout: float) -> ControlClient:
+        try:
+            return ControlClient(path, timeout=timeout)
+        except ControlError as err:
+            raise LabError(f"{what} does not answer: {err}") from None
+
+    def guest_status(self, guest: str) -> dict[str, Any]:
+        """What ``guest``'s vmxnet3 device reports (mode, reason, VF, plugin, counters).
+
+        A device that does not answer is ``{"mode": "unreachable", "error": ...}``:
+        status is for looking, so it never fails on one silent guest.
+        """
+        try:
+            with self.guest_control(guest, timeout=STATUS_TIMEOUT_S) as device:
+                return device.call("status")
+        except (LabError, ControlError, OSError, ValueError) as err:
+            return {"mode": "unreachable", "error": str(err)}
+
+    def backend_of(self, name: str) -> str:
+        """The backend of host ``name``, or of the host guest ``name`` runs on.
+
+        What decides how to reach a machine's files (an emulated host or guest
+        shares this machine's file system).
+        """
+        for host in self.topology.hosts:
+            if host.name == name:
+                return host.backend
+        return self.topology.host(self._guest(name).host).backend
+
     def endpoint(self, name: str) -> SshEndpoint:
-        """The SSH endpoint of host ``name``; a clear error lists the hosts if it is unknown."""
+        """The SSH endpoint of host or guest ``name``; a clear error lists them if unknown."""
         try:
             return self.endpoints[name]
         except KeyError:
@@ -65,7 +135,7 @@ class Lab:
             raise UsageError(f"lab {self.name!r} has no host {name!r} (hosts: {known})") from None
 
     def host(self, name: str) -> SshHost:
-        """A connected SSH driver for host ``name`` (one per host, reused)."""
+        """A connected SSH driver for host or guest ``name`` (one per name, reused)."""
         return self.hosts([name])[0]
 
     def hosts(self, names: Sequence[str] | None = None) -> list[SshHost]:
@@ -92,13 +162,18 @@ class Lab:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         return self.log_dir / f"{name}.log"
 
-    def status(self) -> dict[str, Any]:
-        """What ``npabench status --json`` prints: the lab and each host's SSH endpoint."""
-        sshd = {
-            r.name.removeprefix("sshd "): is_running(r)
+    def _running(self, prefix: str) -> dict[str, bool]:
+        """Journalled processes named ``<prefix> <what>``: what -> whether it runs."""
+        return {
+            r.name.removeprefix(prefix): is_running(r)
             for r in self.state.resources
-            if r.kind == "process" and r.name.startswith("sshd ")
+            if r.kind == "process" and r.name.startswith(prefix)
         }
+
+    def status(self) -> dict[str, Any]:
+        """What ``npabench status --json`` prints: the lab, each host's SSH endpoint, each
+        emulated NIC, each guest with what its vmxnet3 device reports, each instrument."""
+        sshd = self._running("sshd ")
         hosts = []
         for host in self.topology.hosts:
             entry: dict[str, Any] = {"name": host.name, "backend": host.backend, "role": host.role}
@@ -124,8 +199,65 @@ class Lab:
             "topology": str(self.topology_path),
             "state_dir": str(self.state.directory),
             "hosts": hosts,
+            "nics": self._nics_status(),
+            "guests": [self._guest_entry(g) for g in self.topology.guests],
             "instruments": instruments,
         }
+
+    def _nics_status(self) -> list[dict[str, Any]]:
+        emulators = self._running("nic ")
+        return [
+            {
+                "host": host.name,
+                "name": nic.name,
+                "model": nic.model,
+                "pci": nic.pci,
+                "vfs": nic.vfs,
+                "link": nic.link,
+                **(
+                    {"emulator_running": emulators[f"{host.name}/{nic.name}"]}
+                    if f"{host.name}/{nic.name}" in emulators
+                    else {}
+                ),
+            }
+            for host in self.topology.hosts
+            for nic in host.nics
+        ]
+
+    def _guest_entry(self, guest: Guest) -> dict[str, Any]:
+        nic = self.topology.guest_nic(guest)
+        entry: dict[str, Any] = {
+            "name": guest.name,
+            "host": guest.host,
+            "address": str(guest.address),
+            "mac": guest.mac,
+            "nic_mode": guest.nic_mode,
+            "nic": nic.name if nic else None,
+        }
+        if guest.name in self.endpoints:
+            entry["ssh"] = endpoint_to_json(self.endpoints[guest.name])
+        for key, prefix in (
+            ("sshd_running", "sshd "),
+            ("device_running", "vmxnet3 "),
+            ("shell_running", "shell "),
+        ):
+            running = self._running(prefix)
+            if guest.name in running:
+                entry[key] = running[guest.name]
+        device = self.guest_status(guest.name)
+        entry.update(
+            {
+                "mode": device.get("mode"),
+                "reason": device.get("reason"),
+                "vf": device.get("vf"),
+                "plugin": device.get("plugin"),
+            }
+        )
+        if "error" in device:
+            entry["error"] = device["error"]
+        else:
+            entry["device"] = device
+        return entry
 
     def instrument_resource(self, name: str) -> str:
         """The VISA resource string of instrument ``name`` (an emulator's is known once up)."""

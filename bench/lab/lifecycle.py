@@ -1,8 +1,10 @@
 """Bring a lab up, find a lab that is up, bring it down.
 
-``bring_up`` journals as it goes and, if anything fails or the user presses
-Ctrl-C, tears down what it made before re-raising: a failed ``up`` leaves
-nothing behind.
+``bring_up`` makes the hosts (and their guests' namespaces) with each backend,
+then the emulated data path (NIC emulators, guest NICs, vmxnet3 devices,
+guest shells), then the instruments. It journals as it goes and, if anything
+fails or the user presses Ctrl-C, tears down what it made before re-raising:
+a failed ``up`` leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from bench.errors import LabError
 from bench.lab.backends import backend_for
+from bench.lab.data_path import start_data_path
 from bench.lab.instruments import start_instruments
 from bench.lab.lab import Lab, endpoint_to_json
 from bench.lab.state import LabState
@@ -40,6 +43,9 @@ def bring_up_topology(topology: Topology, topology_path: Path, progress: Progres
             endpoints = backend.provision([topology.host(n) for n in names], deadline)
             state.endpoints.update({n: endpoint_to_json(e) for n, e in endpoints.items()})
             state.save()
+        # NICs, guest NICs and the processes behind them need the namespaces made above;
+        # instruments come last, as their wiring acts on the finished lab.
+        start_data_path(topology, state, progress, deadline)
         state.instruments = start_instruments(topology, state, progress)
         state.status = "up"
         state.save()

@@ -18,7 +18,12 @@ MANAGEMENT_INTERFACE = checks.MANAGEMENT_INTERFACE
 
 
 def netns_name(lab: str, host: str) -> str:
-    """Network namespace of an emulated host."""
+    """Network namespace of an emulated host, or of a guest of one.
+
+    Guests share the scheme: the loader keeps guest names unique among hosts
+    and guests, so the namespaces never collide, and the prefix sweep of a
+    teardown finds guests' namespaces with the hosts'.
+    """
     return f"{netns_prefix(lab)}{host}"
 
 
@@ -59,5 +64,17 @@ def controller_address(management: IPv4Network) -> IPv4Address:
 
 
 def host_address(management: IPv4Network, host_index: int) -> IPv4Address:
-    """Management (SSH) address of the emulated host with index ``host_index``."""
+    """Management (SSH) address of the emulated host with index ``host_index``.
+
+    Guests use the same numbering after the hosts (see ``guest_index``).
+    """
     return management.network_address + FIRST_HOST_OFFSET + host_index
+
+
+def guest_index(host_count: int, guest: int) -> int:
+    """Management index (address, veth) of a guest: after the ``host_count`` emulated hosts.
+
+    Hosts and guests share one numbering so each gets its own management
+    address and veth name without a second scheme to keep apart.
+    """
+    return host_count + guest

@@ -3,8 +3,13 @@
 Works from the journal alone (no topology needed) so that ``npabench cleanup``
 can remove a lab whose controller died; then sweeps by ownership marks (the
 namespace prefix, the link alias, the state directory in a daemon's command
-line) for anything a journal could have missed, and checks that nothing is
-left before it deletes the journal. Runs shielded from Ctrl-C and SIGTERM.
+line, the ``/dev/shm/npabench-<lab>-`` prefix of shared memory) for anything a
+journal could have missed, and checks that nothing is left before it deletes
+the journal. Runs shielded from Ctrl-C and SIGTERM.
+
+Guests are covered by the same marks: a guest's namespace is
+``npa-<lab>-<guest>``, and the NIC emulators, vmxnet3 devices and guest shells
+all get their config file from the state directory on their command line.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from bench.lab.processes import (
 from bench.lab.state import LabState
 from bench.progress import Progress
 from bench.signals import shielded
+from nic_emulators.config import SHM_DIR, SHM_PREFIX, lab_shm_files
 
 
 def _quiet(argv: list[str]) -> bool:
@@ -70,6 +76,14 @@ def labs_with_links() -> set[str]:
     return {m.removeprefix(prefix) for m in _link_aliases().values() if m.startswith(prefix)}
 
 
+def labs_with_shared_memory() -> set[str]:
+    """Names of labs with a shared-memory file (``npabench-<lab>-...``; lab names have no '-')."""
+    return {
+        path.name.removeprefix(SHM_PREFIX).split("-", 1)[0]
+        for path in SHM_DIR.glob(f"{SHM_PREFIX}*-*")
+    }
+
+
 def lab_processes(state: LabState) -> list[int]:
     """Live processes of the lab: journalled, or naming its state directory."""
     journalled = [r.pid for r in state.resources if r.kind == "process" and is_running(r)]
@@ -81,6 +95,7 @@ def leftovers(state: LabState) -> list[str]:
     found = [f"namespace {ns}" for ns in lab_namespaces(state.lab)]
     found += [f"link {link}" for link in lab_links(state.lab)]
     found += [f"process {pid}" for pid in lab_processes(state)]
+    found += [f"shared memory {path}" for path in lab_shm_files(state.lab)]
     return found
 
 
@@ -121,6 +136,12 @@ def _tear_down(state: LabState, progress: Progress) -> list[str]:
     for link in dict.fromkeys([*recorded, *owned]):
         if link in owned and _quiet(["ip", "link", "del", link]):
             removed.append(f"link {link}")
+
+    # VF rings and buffers outlive their processes in /dev/shm; only now are none mapped.
+    for path in lab_shm_files(state.lab):
+        with contextlib.suppress(OSError):  # what stays is reported by leftovers() below
+            path.unlink()
+            removed.append(f"shared memory {path}")
 
     left = leftovers(state)
     if left:

@@ -4,6 +4,7 @@ from bench.topology.issues import Position, TopologyError, TopologyIssue
 from bench.topology.loader import load_topology, load_topology_with_source
 from bench.topology.model import (
     Guest,
+    GuestPolicy,
     Host,
     Instrument,
     Interface,
@@ -17,6 +18,7 @@ from bench.topology.model import (
 
 __all__ = [
     "Guest",
+    "GuestPolicy",
     "Host",
     "Instrument",
     "Interface",

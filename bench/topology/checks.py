@@ -7,17 +7,19 @@ reference, the address outside its subnet.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Protocol, cast
 
 from bench.topology.issues import TopologyIssue
-from bench.topology.model import Host, Topology
+from bench.topology.model import Guest, Host, Topology
 from bench.topology.source import FieldPath, SourceDocument
+from nic_emulators.models import MODEL_NAMES
 
 #: Offset of the first emulated host in the management network; the addresses
 #: below it are the bench's (.1 is the controller). ``bench.lab.naming`` places
-#: emulated host i at this offset + i.
+#: emulated host i at this offset + i, and the guests of emulated hosts after them.
 MANAGEMENT_FIRST_HOST = 10
 
 #: Name of the management interface the emulated backend puts in every host.
@@ -40,6 +42,7 @@ def _faults(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, st
     yield from _unique_names(topo, doc)
     yield from _host_rules(topo)
     yield from _references(topo)
+    yield from _guest_rules(topo)
     yield from _unique_macs(topo, doc)
     yield from _networks(topo, doc)
     yield from _addresses(topo, doc)
@@ -146,6 +149,20 @@ def _host_rules(topo: Topology) -> Iterator[tuple[FieldPath, str]]:
                     (*path, "model"),
                     "a lab host drives real NICs: expected the PF's 'pci:' address, got 'model:'",
                 )
+            elif nic.model is not None and nic.model not in MODEL_NAMES:
+                close = difflib.get_close_matches(nic.model, MODEL_NAMES, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                yield (
+                    (*path, "model"),
+                    f"expected one of the emulated NIC models {', '.join(MODEL_NAMES)}, "
+                    f"got {nic.model!r}{hint}",
+                )
+            elif nic.model is not None and nic.link is None:
+                yield (
+                    path,
+                    f"an emulated NIC needs an uplink: expected 'link:' naming an interface of "
+                    f"host {host.name!r}, which has none",
+                )
 
 
 def _unknown(what: str, name: str, names: Iterable[str], where: str = "the lab") -> str:
@@ -167,12 +184,23 @@ def _references(topo: Topology) -> Iterator[tuple[FieldPath, str]]:
                     _unknown("switch", iface.switch, switches),
                 )
         ifnames = {iface.name for iface in host.interfaces}
+        uplinks: dict[str, str] = {}
         for n, nic in enumerate(host.nics):
             if nic.link is not None and nic.link not in ifnames:
                 yield (
                     ("hosts", h, "nics", n, "link"),
                     _unknown("interface", nic.link, ifnames, f"host {host.name!r}"),
                 )
+            elif nic.link is not None and nic.link in uplinks and host.backend == "emulated":
+                # Two emulated NICs on one veth would both own its wire.
+                yield (
+                    ("hosts", h, "nics", n, "link"),
+                    f"interface {nic.link!r} is already the uplink of NIC "
+                    f"{uplinks[nic.link]!r}: expected one NIC per interface of host "
+                    f"{host.name!r}",
+                )
+            elif nic.link is not None:
+                uplinks[nic.link] = nic.name
     for g, guest in enumerate(topo.guests):
         if guest.host not in hosts:
             yield ("guests", g, "host"), _unknown("host", guest.host, hosts)
@@ -184,6 +212,50 @@ def _references(topo: Topology) -> Iterator[tuple[FieldPath, str]]:
             )
         if guest.switch is not None and guest.switch not in switches:
             yield ("guests", g, "switch"), _unknown("switch", guest.switch, switches)
+
+
+def _guest_rules(topo: Topology) -> Iterator[tuple[FieldPath, str]]:
+    """A guest's NIC, mode, switch and MTU agree with its host and policy."""
+    hosts: dict[str, Host] = {}
+    for host in topo.hosts:
+        hosts.setdefault(host.name, host)
+    for g, guest in enumerate(topo.guests):
+        on = hosts.get(guest.host)
+        if on is not None:
+            yield from _guest_on_host(topo, g, guest, on)
+        if guest.mtu > guest.policy.mtu_max:
+            yield (
+                ("guests", g, "mtu"),
+                f"expected an MTU of at most the policy's mtu_max {guest.policy.mtu_max}, "
+                f"got {guest.mtu}",
+            )
+
+
+def _guest_on_host(
+    topo: Topology, g: int, guest: Guest, host: Host
+) -> Iterator[tuple[FieldPath, str]]:
+    if guest.nic is not None and host.nic(guest.nic) is None:
+        yield (
+            ("guests", g, "nic"),
+            _unknown("NIC", guest.nic, (n.name for n in host.nics), f"host {host.name!r}"),
+        )
+    if guest.nic_mode == "failover" and host.backend == "emulated":
+        yield (
+            ("guests", g, "nic_mode"),
+            "failover guests (virtio standby + VF primary under net_failover) need the "
+            "QEMU backend; on the emulated backend expected nic_mode 'npa' or 'emulation', "
+            "got 'failover'",
+        )
+    nic = topo.guest_nic(guest)
+    if guest.switch is None or nic is None or nic.link is None:
+        return
+    cabled = next((i.switch for i in host.interfaces if i.name == nic.link), None)
+    if cabled is not None and cabled != guest.switch:
+        yield (
+            ("guests", g, "switch"),
+            f"the guest's NIC {nic.name!r} has its uplink {nic.link!r} on switch {cabled!r}: "
+            f"expected switch {cabled!r} (or no 'switch:'), got {guest.switch!r}",
+        )
 
 
 def _unique_macs(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, str]]:
@@ -211,6 +283,7 @@ def _unique_macs(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPat
 def _networks(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, str]]:
     # The management network is the bench's own only when it makes emulated hosts.
     emulated = sum(1 for h in topo.hosts if h.backend == "emulated")
+    guests = len(topo.emulated_guests())
     networks: list[tuple[IPv4Network, FieldPath]] = (
         [(topo.lab.management, ("lab", "management"))] if emulated else []
     )
@@ -230,11 +303,13 @@ def _networks(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath, 
                 )
                 break
     room = max(topo.lab.management.num_addresses - MANAGEMENT_FIRST_HOST - 1, 0)
-    if emulated > room:
+    if emulated + guests > room:
+        with_guests = f" and their {guests} guests" if guests else ""
         yield (
             ("lab", "management"),
-            f"expected a management network with room for the {emulated} emulated hosts, "
-            f"got {topo.lab.management} with room for {room}; use a larger prefix",
+            f"expected a management network with room for the {emulated} emulated hosts"
+            f"{with_guests}, got {topo.lab.management} with room for {room}; "
+            "use a larger prefix",
         )
 
 
@@ -248,7 +323,10 @@ def _addresses(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPath,
         for i, iface in enumerate(host.interfaces)
         if iface.address is not None
     ]
-    placed += [(g.address, g.switch, ("guests", n, "address")) for n, g in enumerate(topo.guests)]
+    placed += [
+        (g.address, topo.guest_switch(g), ("guests", n, "address"))
+        for n, g in enumerate(topo.guests)
+    ]
     placed.sort(key=lambda entry: _order(doc, entry[2]))
     used: dict[IPv4Address, FieldPath] = {}
     for address, switch, path in placed:

@@ -13,7 +13,10 @@ import re
 from ipaddress import IPv4Interface, IPv4Network
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from nic_emulators.config import PortPolicy
+from nic_emulators.models import MODEL_NAMES
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -59,6 +62,8 @@ InterfaceName = Annotated[
 MacAddress = Annotated[str, AfterValidator(_unicast_mac)]
 #: A whole number; YAML's yes/no/true/false are refused rather than read as 1/0.
 Count = Annotated[int, Field(strict=True)]
+#: true or false; YAML's yes/no/on/off read as booleans, but 1/0 and strings are refused.
+Flag = Annotated[bool, Field(strict=True)]
 #: A finite number (``500`` or ``2.5``); booleans, strings, .inf and .nan are refused.
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 PciAddress = Annotated[str, AfterValidator(_pci_address)]
@@ -78,6 +83,40 @@ def _ip_text(example: str) -> BeforeValidator:
 
     return BeforeValidator(check)
 
+
+#: Largest VLAN id a port may use (4095 is reserved by 802.1Q).
+VLAN_MAX = 4094
+
+
+def _vlan_range(value: object) -> object:
+    """A VLAN id (``100``) or an inclusive range (``"100-199"``), as ``"lo-hi"`` text."""
+    if isinstance(value, bool):
+        raise ValueError(  # noqa: TRY004 (pydantic only words ValueError)
+            f"expected a VLAN id or a range like '100-199', got the boolean {str(value).lower()}"
+        )
+    text = str(value) if isinstance(value, int) else value
+    if not isinstance(text, str):
+        got = "a number with a decimal point" if isinstance(text, float) else "a list or mapping"
+        raise ValueError(f"expected a VLAN id or a range like '100-199', got {got}")  # noqa: TRY004
+    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if match is None:
+        raise ValueError(f"expected a VLAN id or a range like '100-199', got {text!r}")
+    low = int(match[1])
+    high = int(match[2]) if match[2] is not None else low
+    if not 1 <= low <= high <= VLAN_MAX:
+        raise ValueError(
+            f"expected VLAN ids from 1 to {VLAN_MAX} with the lower one first, got {text!r}"
+        )
+    return f"{low}-{high}"
+
+
+VlanRange = Annotated[
+    str,
+    BeforeValidator(_vlan_range),
+    Field(description="a VLAN id (100) or an inclusive range ('100-199'), ids 1-4094"),
+]
+#: An MTU a Linux netdev accepts for IPv4 (68) up to the largest jumbo frame the NICs take.
+Mtu = Annotated[int, Field(strict=True, ge=68, le=9000)]
 
 Network = Annotated[IPv4Network, _ip_text("network, like 198.19.0.0/24")]
 AddressWithPrefix = Annotated[
@@ -134,12 +173,14 @@ class Nic(_Strict):
     model: str | None = Field(
         default=None,
         pattern=r"^[a-z][a-z0-9-]*$",
-        description="emulated NIC model (emulated hosts)",
+        description=f"emulated NIC model (emulated hosts): one of {', '.join(MODEL_NAMES)}",
     )
     pci: PciAddress | None = Field(default=None, description="PF PCI address (real hosts)")
     vfs: Count = Field(default=0, ge=0, le=256, description="number of VFs to create")
     link: InterfaceName | None = Field(
-        default=None, description="the host interface that is this NIC's uplink"
+        default=None,
+        description="the host interface that is this NIC's uplink (emulated hosts: "
+        "default the host's first interface)",
     )
 
 
@@ -152,6 +193,38 @@ class Host(_Strict):
     ssh: SshAccess | None = Field(default=None, description="required for lab hosts only")
     interfaces: tuple[Interface, ...] = ()
     nics: tuple[Nic, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_nic_links(cls, data: object) -> object:
+        """An emulated host's NIC without ``link:`` is cabled to the host's first interface.
+
+        Filled in before validation so that ``Nic.link`` holds the uplink the
+        bench really uses; only a well-formed interface name is taken, so a
+        bad name is reported once, at the interface.
+        """
+        if not isinstance(data, dict) or data.get("backend", "emulated") != "emulated":
+            return data
+        interfaces, nics = data.get("interfaces"), data.get("nics")
+        if not isinstance(interfaces, list | tuple) or not isinstance(nics, list | tuple):
+            return data
+        first = interfaces[0] if interfaces else None
+        name = first.get("name") if isinstance(first, dict) else getattr(first, "name", None)
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_.-]{0,14}", name):
+            return data
+        filled: list[object] = []
+        for nic in nics:
+            if isinstance(nic, dict) and nic.get("link") is None:
+                filled.append({**nic, "link": name})
+            elif isinstance(nic, Nic) and nic.link is None:
+                filled.append(nic.model_copy(update={"link": name}))
+            else:
+                filled.append(nic)
+        return {**data, "nics": filled}
+
+    def nic(self, name: str) -> Nic | None:
+        """The NIC called ``name`` on this host, if any."""
+        return next((n for n in self.nics if n.name == name), None)
 
 
 class Switch(_Strict):
@@ -203,6 +276,35 @@ class Instrument(_Strict):
         return self.resource == EMULATED_RESOURCE
 
 
+class GuestPolicy(_Strict):
+    """What the administrator allows a guest's port: enforced by the NIC and the vmxnet3 device."""
+
+    mac_change: Flag = Field(default=False, description="may the guest change its MAC address")
+    vlans: tuple[VlanRange, ...] = Field(
+        default=("1-4094",),
+        description="VLAN ids the guest may use: ids (100) or ranges ('100-199'); "
+        "an empty list allows untagged frames only",
+    )
+    antispoof: Flag = Field(
+        default=True, description="drop frames the guest sends from another source MAC"
+    )
+    mtu_max: Mtu = Field(default=9000, description="largest MTU the guest may set")
+
+    def vlan_ranges(self) -> tuple[tuple[int, int], ...]:
+        """``vlans`` as inclusive (low, high) pairs."""
+        pairs = (text.split("-", 1) for text in self.vlans)
+        return tuple((int(low), int(high)) for low, high in pairs)
+
+    def port_policy(self) -> PortPolicy:
+        """The policy as the NIC emulator and the vmxnet3 device take it."""
+        return PortPolicy(
+            mac_change=self.mac_change,
+            vlans=self.vlan_ranges(),
+            antispoof=self.antispoof,
+            mtu_max=self.mtu_max,
+        )
+
+
 class Guest(_Strict):
     """A guest VM whose paravirtual NIC is under test."""
 
@@ -210,10 +312,29 @@ class Guest(_Strict):
     host: Name = Field(description="the hypervisor host the guest starts on")
     mac: MacAddress
     address: AddressWithPrefix
-    switch: Name | None = Field(default=None, description="lab switch the guest's NIC reaches")
+    switch: Name | None = Field(
+        default=None,
+        description="lab switch the guest's NIC reaches (default: the one its NIC's uplink "
+        "is cabled to)",
+    )
     nic_mode: Literal["npa", "failover", "emulation"] = Field(
         default="npa",
-        description="npa: vmxnet3 shell + plugin; failover: virtio standby + VF primary",
+        description="npa: vmxnet3 shell + plugin; failover: virtio standby + VF primary "
+        "(QEMU backend only); emulation: never asks for a VF",
+    )
+    nic: Name | None = Field(
+        default=None,
+        description="the NIC of its host it may take VFs from (default: the host's first "
+        "NIC with VFs)",
+    )
+    mtu: Mtu = Field(default=1500, description="MTU of the guest's NIC")
+    memory_reserved: Flag = Field(
+        default=True,
+        description="NPA needs the guest's memory fully reserved; false keeps passthrough "
+        "inactive, with that reason reported",
+    )
+    policy: GuestPolicy = Field(
+        default_factory=GuestPolicy, description="what the guest's port is allowed"
     )
 
 
@@ -261,19 +382,58 @@ class Topology(_Strict):
         known = ", ".join(h.name for h in self.hosts)
         raise KeyError(f"no host {name!r} in lab {self.lab.name!r} (hosts: {known})")
 
+    def guest(self, name: str) -> Guest:
+        """The guest called ``name``; KeyError lists the known names."""
+        for guest in self.guests:
+            if guest.name == name:
+                return guest
+        known = ", ".join(g.name for g in self.guests) or "none"
+        raise KeyError(f"no guest {name!r} in lab {self.lab.name!r} (guests: {known})")
+
+    def emulated_guests(self) -> list[Guest]:
+        """Guests of emulated hosts: the emulated backend makes each a namespace with an sshd
+        (and takes a management address for it, after the hosts')."""
+        emulated = {h.name for h in self.hosts if h.backend == "emulated"}
+        return [g for g in self.guests if g.host in emulated]
+
+    def guest_nic(self, guest: Guest) -> Nic | None:
+        """The NIC of its host that ``guest`` uses: ``nic:``, else the first with VFs, else the
+        first NIC (its PF port still carries the emulated path), else None."""
+        host = next((h for h in self.hosts if h.name == guest.host), None)
+        if host is None:
+            return None
+        if guest.nic is not None:
+            return host.nic(guest.nic)
+        return next((n for n in host.nics if n.vfs > 0), host.nics[0] if host.nics else None)
+
+    def guest_switch(self, guest: Guest) -> str | None:
+        """The lab switch ``guest``'s frames reach: the one its NIC's uplink is cabled to,
+        else its ``switch:`` (the loader refuses a ``switch:`` that disagrees)."""
+        host = next((h for h in self.hosts if h.name == guest.host), None)
+        nic = self.guest_nic(guest)
+        if host is not None and nic is not None and nic.link is not None:
+            cabled = next((i.switch for i in host.interfaces if i.name == nic.link), None)
+            if cabled is not None:
+                return cabled
+        return guest.switch
+
     def capabilities(self) -> frozenset[str]:
         """What tests may require of this topology (see the ``requires`` marker).
 
         ``hosts:N`` for N up to the host count, ``backend:<name>`` per backend present,
         ``role:<role>``, ``instrument:<kind>``, ``nic:sriov`` when a NIC has VFs,
-        ``guests`` when guests are defined.
+        ``nic:<model>`` per emulated NIC model present, ``guests`` when guests are
+        defined and ``guests:N`` for N up to the guest count.
         """
         caps = {f"hosts:{n}" for n in range(1, len(self.hosts) + 1)}
         caps |= {f"backend:{h.backend}" for h in self.hosts}
         caps |= {f"role:{h.role}" for h in self.hosts}
         caps |= {f"instrument:{i.kind}" for i in self.instruments}
-        if any(n.vfs > 0 for h in self.hosts for n in h.nics):
+        nics = [n for h in self.hosts for n in h.nics]
+        if any(n.vfs > 0 for n in nics):
             caps.add("nic:sriov")
+        caps |= {f"nic:{n.model}" for n in nics if n.model is not None}
         if self.guests:
             caps.add("guests")
+        caps |= {f"guests:{n}" for n in range(1, len(self.guests) + 1)}
         return frozenset(caps)

@@ -14,8 +14,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent.parent
 EMULATED = REPO / "topologies" / "emulated-lab.yaml"
-#: The emulated lab plus NICs with VFs, a power supply and a guest: declared, not provided yet.
+#: The emulated lab plus NICs with VFs, a power supply and a guest.
 FULL = REPO / "tests" / "topology" / "good" / "full-emulated.yaml"
+#: Real lab hosts: their SR-IOV NICs are declared, not provided by the bench yet.
+REAL = REPO / "topologies" / "example-real-lab.yaml"
 
 RunBench = Callable[..., pytest.RunResult]
 

@@ -9,7 +9,7 @@ import pytest
 from bench.capabilities import REALISED, is_known, provided_capabilities, unmet
 from bench.results import read_results
 from bench.topology import Host, load_topology
-from tests.plugin.conftest import EMULATED, FULL, REPO, RunBench
+from tests.plugin.conftest import EMULATED, FULL, REAL, RunBench
 
 pytest_plugins = ["pytester"]
 
@@ -56,15 +56,18 @@ def _reasons(pytester: pytest.Pytester) -> dict[str, tuple[str, str]]:
 def test_a_capability_the_topology_lacks_skips_naming_it(
     run_bench: RunBench, pytester: pytest.Pytester
 ) -> None:
-    run_bench(SUITE, EMULATED).assert_outcomes(passed=3, skipped=4)
+    run_bench(SUITE, EMULATED).assert_outcomes(passed=5, skipped=2)
     reasons = _reasons(pytester)
-    assert reasons["test_runs_on_three_hosts"] == ("passed", "")
-    assert reasons["test_runs_on_emulated"] == ("passed", "")
-    assert reasons["test_needs_a_power_supply"] == ("passed", "")
+    for name in (
+        "test_runs_on_three_hosts",
+        "test_runs_on_emulated",
+        "test_needs_a_power_supply",
+        "test_needs_vfs",
+        "test_needs_guests",
+    ):
+        assert reasons[name] == ("passed", ""), name
     for name, cap in [
         ("test_needs_four_hosts", "hosts:4"),
-        ("test_needs_vfs", "nic:sriov"),
-        ("test_needs_guests", "guests"),
         ("test_needs_real_hosts", "backend:lab"),
     ]:
         assert reasons[name] == ("skipped", f"topology lab 'emu' lacks {cap}")
@@ -73,22 +76,24 @@ def test_a_capability_the_topology_lacks_skips_naming_it(
 def test_a_capability_declared_but_not_provided_yet_skips_saying_so(
     run_bench: RunBench, pytester: pytest.Pytester
 ) -> None:
-    run_bench(SUITE, FULL).assert_outcomes(passed=3, skipped=4)
+    # Real lab hosts declare SR-IOV NICs; the bench drives real NICs only later.
+    run_bench(SUITE, REAL).assert_outcomes(passed=3, skipped=4)
     reasons = _reasons(pytester)
     assert reasons["test_runs_on_three_hosts"] == ("passed", "")
-    # Instruments are provided (emulated ones are started by the lab).
     assert reasons["test_needs_a_power_supply"] == ("passed", "")
-    assert reasons["test_needs_four_hosts"] == ("skipped", "topology lab 'emu' lacks hosts:4")
+    assert reasons["test_needs_real_hosts"] == ("passed", "")
     for name, cap in [
-        ("test_needs_vfs", "nic:sriov"),
+        ("test_needs_four_hosts", "hosts:4"),
         ("test_needs_guests", "guests"),
+        ("test_runs_on_emulated", "backend:emulated"),
     ]:
-        outcome, message = reasons[name]
-        assert outcome == "skipped"
-        assert message == (
-            f"topology lab 'emu' declares {cap} but its backend (emulated) cannot provide "
-            "it yet (not provided by this bench yet)"
-        )
+        assert reasons[name] == ("skipped", f"topology lab 'lab1' lacks {cap}")
+    outcome, message = reasons["test_needs_vfs"]
+    assert outcome == "skipped"
+    assert message == (
+        "topology lab 'lab1' declares nic:sriov but its backend (lab) cannot provide "
+        "it yet (not provided by this bench yet)"
+    )
 
 
 def test_requires_markers_of_module_class_and_function_all_count(
@@ -111,7 +116,7 @@ class TestVfs:
 def test_module_level_only():
     pass
 """,
-        FULL,
+        REAL,
     ).assert_outcomes(passed=1, skipped=1)
     outcome, message = _reasons(pytester)["test_both_missing"]
     assert outcome == "skipped"
@@ -165,10 +170,11 @@ def test_an_unknown_capability_is_an_error_even_without_a_topology(
 def test_provided_capabilities_keep_only_what_the_backends_realise() -> None:
     emulated = load_topology(EMULATED)
     assert provided_capabilities(emulated) == emulated.capabilities()
+    assert {"nic:sriov", "nic:alpha-10g", "guests", "guests:1"} <= emulated.capabilities()
     full = load_topology(FULL)
     assert {"nic:sriov", "guests", "instrument:power-supply"} <= full.capabilities()
-    assert provided_capabilities(full) == full.capabilities() - {"nic:sriov", "guests"}
-    real = load_topology(REPO / "topologies" / "example-real-lab.yaml")
+    assert provided_capabilities(full) == full.capabilities()
+    real = load_topology(REAL)
     provided = provided_capabilities(real)
     assert "backend:lab" in provided and "hosts:3" in provided
     assert not {c for c in provided if c.startswith("nic:")}
@@ -189,11 +195,17 @@ def test_every_backend_has_a_line_in_the_table() -> None:
         ("role:generic", True),
         ("instrument:optical-attenuator", True),
         ("nic:sriov", True),
+        ("nic:alpha-10g", True),
+        ("nic:fpga-nic", True),
         ("guests", True),
+        ("guests:2", True),
         ("hosts:", False),
         ("backend:qemu", False),
         ("instrument:scope", False),
-        ("guests:2", False),
+        ("nic:vf", False),
+        ("nic:", False),
+        ("guests:0", False),
+        ("guests:", False),
         ("", False),
         (3, False),
     ],

@@ -10,6 +10,7 @@ import pytest
 from bench.topology import Limits, Position, Topology, TopologyError, load_topology
 from bench.topology.checks import MANAGEMENT_INTERFACE, RESERVED_INTERFACE_NAMES
 from bench.topology.issues import format_path
+from nic_emulators.config import PortPolicy
 
 ROOT = Path(__file__).parents[2]
 GOOD = [
@@ -78,6 +79,11 @@ def test_capabilities_of_the_emulated_lab() -> None:
         "role:traffic-generator",
         "instrument:power-supply",
         "instrument:optical-attenuator",
+        "nic:sriov",
+        "nic:alpha-10g",
+        "nic:beta-25g",
+        "guests",
+        "guests:1",
     }
 
 
@@ -114,7 +120,7 @@ hosts:
   - &hypervisor
     name: hv-a
     role: hypervisor
-    nics: [&nic {name: nic0, model: sriov-nic, vfs: 4, link: uplink0}]
+    nics: [&nic {name: nic0, model: alpha-10g, vfs: 4, link: uplink0}]
     interfaces: [{name: uplink0, switch: sw0, address: 198.19.0.11/24}]
   - <<: *hypervisor
     name: hv-b                         # overrides the merged name
@@ -290,3 +296,142 @@ def test_reserved_interface_names_are_refused_on_emulated_hosts_only(
 def test_the_management_interface_is_reserved() -> None:
     assert MANAGEMENT_INTERFACE == "mgmt0"
     assert set(RESERVED_INTERFACE_NAMES) == {"lo", MANAGEMENT_INTERFACE}
+
+
+GUESTS = """\
+lab: {name: t}
+switches: [{name: sw0, subnet: 198.19.0.0/24}, {name: sw1, subnet: 198.19.1.0/24}]
+hosts:
+  - name: hv
+    role: hypervisor
+    interfaces:
+      - {name: up0, switch: sw0, address: 198.19.0.1/24}
+      - {name: up1, switch: sw1, address: 198.19.1.1/24}
+    nics:
+      - {name: nic0, model: beta-25g}
+      - {name: nic1, model: alpha-10g, vfs: 2, link: up1}
+guests:
+  - {name: vm1, host: hv, mac: "02:00:00:00:01:01", address: 198.19.1.10/24}
+  - name: vm2
+    host: hv
+    nic: nic0
+    mac: "02:00:00:00:01:02"
+    address: 198.19.0.20/24
+    mtu: 9000
+    memory_reserved: false
+    nic_mode: emulation
+    policy: {mac_change: true, vlans: [7, "100-199", " 300 - 301 "], antispoof: false}
+"""
+
+
+def test_an_emulated_nic_without_link_uses_the_first_interface(tmp_path: Path) -> None:
+    topo = load_topology(_write(tmp_path, GUESTS))
+    nic0, nic1 = topo.hosts[0].nics
+    assert (nic0.link, nic1.link) == ("up0", "up1")
+    assert topo.hosts[0].nic("nic1") is nic1
+    assert topo.hosts[0].nic("nic9") is None
+
+
+def test_guest_defaults_and_their_nic_and_switch(tmp_path: Path) -> None:
+    topo = load_topology(_write(tmp_path, GUESTS))
+    vm1, vm2 = topo.guests
+    assert (vm1.nic, vm1.mtu, vm1.memory_reserved, vm1.nic_mode) == (None, 1500, True, "npa")
+    assert vm1.policy.port_policy() == PortPolicy()
+    # vm1: the first NIC with VFs (nic1, on up1 -> sw1); vm2 names nic0 (on up0 -> sw0).
+    assert topo.guest_nic(vm1) is topo.hosts[0].nics[1]
+    assert topo.guest_switch(vm1) == "sw1"
+    assert topo.guest_nic(vm2) is topo.hosts[0].nics[0]
+    assert topo.guest_switch(vm2) == "sw0"
+    assert topo.guest("vm2") is vm2
+    assert topo.emulated_guests() == [vm1, vm2]
+    with pytest.raises(KeyError, match=r"no guest 'vm3' in lab 't' \(guests: vm1, vm2\)"):
+        topo.guest("vm3")
+
+
+def test_guest_policy_becomes_the_emulators_port_policy(tmp_path: Path) -> None:
+    vm2 = load_topology(_write(tmp_path, GUESTS)).guests[1]
+    assert vm2.policy.vlans == ("7-7", "100-199", "300-301")
+    assert vm2.policy.port_policy() == PortPolicy(
+        mac_change=True,
+        vlans=((7, 7), (100, 199), (300, 301)),
+        antispoof=False,
+        mtu_max=9000,
+    )
+    no_vlans = GUESTS.replace('vlans: [7, "100-199", " 300 - 301 "]', "vlans: []")
+    policy = load_topology(_write(tmp_path, no_vlans)).guests[1].policy.port_policy()
+    assert policy.vlans == ()
+
+
+def test_a_guest_on_a_host_without_vfs_falls_back_to_its_first_nic(tmp_path: Path) -> None:
+    text = GUESTS.replace("vfs: 2, ", "").replace("198.19.1.10/24", "198.19.0.10/24")
+    topo = load_topology(_write(tmp_path, text))
+    assert topo.guest_nic(topo.guests[0]) is topo.hosts[0].nics[0]
+    bare = MINIMAL.replace("  - name: h1\n", "  - name: h1\n    role: hypervisor\n") + (
+        'guests: [{name: g1, host: h1, mac: "02:00:00:00:01:01", address: 198.19.0.9/24}]\n'
+    )
+    topo = load_topology(_write(tmp_path, bare))
+    assert topo.guest_nic(topo.guests[0]) is None
+    assert topo.guest_switch(topo.guests[0]) is None
+
+
+@pytest.mark.parametrize(
+    ("vlan", "message"),
+    [
+        ("0", "expected VLAN ids from 1 to 4094 with the lower one first, got '0'"),
+        ('"200-100"', "with the lower one first, got '200-100'"),
+        ('"1-2-3"', "expected a VLAN id or a range like '100-199', got '1-2-3'"),
+        ("true", "got the boolean true"),
+        ("1.5", "got a number with a decimal point"),
+        ("{a: 1}", "got a list or mapping"),
+    ],
+)
+def test_a_bad_vlan_is_one_located_issue(tmp_path: Path, vlan: str, message: str) -> None:
+    text = GUESTS.replace('vlans: [7, "100-199", " 300 - 301 "]', f"vlans: [7, {vlan}]")
+    with pytest.raises(TopologyError) as info:
+        load_topology(_write(tmp_path, text))
+    (issue,) = info.value.issues
+    assert format_path(issue.path) == "guests[1].policy.vlans[1]"
+    assert issue.position is not None and issue.position.line == 22
+    assert message in issue.message
+
+
+def test_capabilities_count_guests_and_name_nic_models(tmp_path: Path) -> None:
+    caps = load_topology(_write(tmp_path, GUESTS)).capabilities()
+    assert {"guests", "guests:1", "guests:2", "nic:sriov", "nic:alpha-10g", "nic:beta-25g"} <= caps
+    assert not {"guests:3", "nic:fpga-nic"} & caps
+
+
+def test_guests_take_management_addresses_too(tmp_path: Path) -> None:
+    # A /28 has room for 5 machines after the bench's 10 addresses: 1 host + 2 guests fit...
+    small = GUESTS.replace("lab: {name: t}", "lab: {name: t, management: 198.18.5.0/28}")
+    load_topology(_write(tmp_path, small))
+    # ... and 1 host + 5 guests do not.
+    more = "".join(
+        f'  - {{name: vm{n}, host: hv, mac: "02:00:00:00:02:0{n}", '
+        f"address: 198.19.1.{20 + n}/24}}\n"
+        for n in range(3, 6)
+    )
+    with pytest.raises(TopologyError) as info:
+        load_topology(_write(tmp_path, small.replace("  - name: vm2\n", more + "  - name: vm2\n")))
+    (issue,) = info.value.issues
+    assert format_path(issue.path) == "lab.management"
+    assert "room for the 1 emulated hosts and their 5 guests" in issue.message
+
+
+def test_a_failover_guest_is_accepted_on_a_lab_host(tmp_path: Path) -> None:
+    text = """\
+lab: {name: t}
+switches: [{name: sw0, subnet: 198.19.0.0/24}]
+hosts:
+  - name: kvm
+    backend: lab
+    role: hypervisor
+    ssh: {address: kvm.example, key: k, known_hosts: kh}
+    interfaces: [{name: ens1, switch: sw0, address: 198.19.0.1/24}]
+    nics: [{name: e810, pci: "0000:3b:00.0", vfs: 4}]
+guests:
+  - {name: vm1, host: kvm, mac: "02:00:00:00:01:01", address: 198.19.0.9/24, nic_mode: failover}
+"""
+    topo = load_topology(_write(tmp_path, text))
+    assert topo.hosts[0].nics[0].link is None, "only emulated NICs get a default uplink"
+    assert topo.emulated_guests() == []
