@@ -10,8 +10,6 @@ party is a plugin error, never silently accepted.
 
 from __future__ import annotations
 
-from collections import Counter
-
 from drivers.plugin_api import Buffer
 from nic_emulators.shm import SharedRegion
 
@@ -21,6 +19,11 @@ LARGE = 65536
 
 class BufferError_(Exception):
     """A buffer was returned that was not out (double free, wrong owner)."""
+
+
+#: Where a buffer is: its code in ``GuestMemory.state`` (0: free).
+PLACES = ("free", "vf-rx", "vf-tx", "emu-rx", "emu-tx")
+CODE = {place: code for code, place in enumerate(PLACES)}
 
 
 class GuestMemory:
@@ -33,8 +36,8 @@ class GuestMemory:
         self.buffers += [Buffer(small + j, base + j * LARGE, LARGE) for j in range(large)]
         self.free_small = list(range(small - 1, -1, -1))
         self.free_large = list(range(small + large - 1, small - 1, -1))
-        #: buffer id -> where it is ("vf-rx", "vf-tx", "emu-rx", "emu-tx"); free ones absent.
-        self.where: dict[int, str] = {}
+        #: buffer id -> code of the place it is in (``PLACES``); one byte each, cheap to keep.
+        self.state = bytearray(small + large)
 
     @property
     def name(self) -> str:
@@ -45,38 +48,38 @@ class GuestMemory:
         if not pool:
             return None
         index = pool.pop()
-        self.where[index] = place
+        self.state[index] = CODE[place]
         return self.buffers[index]
 
     def give_back(self, buffer_id: int, place: str) -> None:
         """Return a buffer from ``place``; BufferError_ if it was not there."""
-        found = self.where.get(buffer_id)
-        if found != place:
-            raise BufferError_(
-                f"buffer {buffer_id} returned from {place} but it is "
-                f"{'free' if found is None else 'in ' + found}"
-            )
-        del self.where[buffer_id]
+        state = self.state
+        if not 0 <= buffer_id < len(state) or state[buffer_id] != CODE[place]:
+            found = PLACES[state[buffer_id]] if 0 <= buffer_id < len(state) else "not a buffer"
+            raise BufferError_(f"buffer {buffer_id} returned from {place} but it is {found}")
+        state[buffer_id] = 0
         (self.free_small if buffer_id < self.small_count else self.free_large).append(buffer_id)
 
     def reclaim(self, *places: str) -> int:
         """Take back every buffer in ``places`` (the path went away); returns how many."""
-        ids = [i for i, p in self.where.items() if p in places]
+        codes = {CODE[p] for p in places}
+        ids = [i for i, code in enumerate(self.state) if code in codes]
         for buffer_id in ids:
-            self.give_back(buffer_id, self.where[buffer_id])
+            self.give_back(buffer_id, PLACES[self.state[buffer_id]])
         return len(ids)
 
     def audit(self) -> dict[str, int]:
-        """Where the buffers are; ``balanced`` is 1 when free + out == total."""
-        places = Counter(self.where.values())
+        """Where the buffers are; ``balanced`` is 1 when free + out == total, no id twice free."""
+        state = self.state
         free = len(self.free_small) + len(self.free_large)
         total = self.small_count + self.large_count
-        unique = len(set(self.free_small) | set(self.free_large)) == free
+        out = {place: state.count(CODE[place]) for place in PLACES[1:]}
+        unique = len(set(self.free_small) | set(self.free_large)) == free == state.count(0)
         return {
             "total": total,
             "free": free,
-            **{place: places.get(place, 0) for place in ("vf-rx", "vf-tx", "emu-rx", "emu-tx")},
-            "balanced": int(unique and free + sum(places.values()) == total),
+            **out,
+            "balanced": int(unique and free + sum(out.values()) == total),
         }
 
     def close(self) -> None:

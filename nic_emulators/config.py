@@ -103,7 +103,7 @@ class ShellConfig:
     tap: str  # the guest's netdev, a persistent TAP in the guest's namespace
     run_dir: str  # guest_run_dir(...): vmx.sock is there
     #: Guest memory: small (2 KiB) and large (64 KiB) buffers, all owned by the shell.
-    small_buffers: int = 8192
+    small_buffers: int = 16384
     large_buffers: int = 16
     #: Without a TX completion for this long while frames are outstanding, the
     #: shell declares the plugin stuck (a netdev watchdog), a runtime error.

@@ -35,7 +35,7 @@ MODELS: dict[str, NicModel] = {
             plugin_version="1.2",
             features=frozenset({"csum", "vlan", "tso", "rss", "lro"}),
             queues=2,
-            ring_size=2048,
+            ring_size=4096,
             description="in-place descriptor write-back (DD bit), addresses in descriptors",
         ),
         NicModel(
@@ -45,7 +45,7 @@ MODELS: dict[str, NicModel] = {
             plugin_version="3.0",
             features=frozenset({"csum", "vlan"}),
             queues=1,
-            ring_size=2048,
+            ring_size=4096,
             description="buffer ids in work queue entries, separate completion queues "
             "with an ownership (generation) bit; no TSO, no RSS",
         ),

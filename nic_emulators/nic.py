@@ -29,7 +29,7 @@ from nic_emulators.eswitch import ESwitch
 from nic_emulators.models import MODELS
 from nic_emulators.ports import PfPort, WirePort
 from nic_emulators.vendors import window as w
-from nic_emulators.vendors.engine import DELIVERED, NO_BUFFER, DeviceFault
+from nic_emulators.vendors.engine import DeviceFault
 from nic_emulators.vf import VirtualFunction
 
 TX_BUDGET = 64
@@ -66,6 +66,7 @@ class Nic:
         self.active: list[VirtualFunction] = []
         self.vports: dict[str, str] = {}  # vport port name -> backend socket path
         self.vport_by_peer: dict[str, str] = {}
+        self.rx_batches: dict[VirtualFunction, list[bytes]] = {}
         self.wire = WirePort(config.uplink)
         self.pf = PfPort(self.run_dir / "pf.sock")
         self.selector.register(self.wire, selectors.EVENT_READ, self._from_wire)
@@ -200,6 +201,8 @@ class Nic:
             vf.irq_pending = True
 
     def _dispatch(self, deliveries: list[tuple[str, bytes]]) -> None:
+        """Send each (port, frame) on its way; frames for VFs wait in ``rx_batches``
+        until ``_flush_rx`` writes them into the rings, a batch per VF."""
         for port, frame in deliveries:
             if port == "uplink":
                 if self.link_up and self.powered:
@@ -210,29 +213,38 @@ class Nic:
                 self.pf.send(frame, self.vports[port])
             else:
                 vf = self.vf_by_port.get(port)
-                if vf is not None and vf.engine is not None and vf.state == "active":
-                    self._receive(vf, frame)
+                if vf is not None:
+                    batch = self.rx_batches.get(vf)
+                    if batch is None:
+                        self.rx_batches[vf] = [frame]
+                    else:
+                        batch.append(frame)
 
-    def _receive(self, vf: VirtualFunction, frame: bytes) -> None:
-        engine = vf.engine
-        assert engine is not None
-        queue = 0
-        if engine.queues > 1 and engine.regs[w.ENABLED_FEATURES] & w.FEATURE_BITS["rss"]:
-            queue = hash(frame[26:34]) % engine.queues  # IPv4 source+destination
-        try:
-            result = engine.deliver(queue, frame)
-        except DeviceFault as fault:
-            self.quarantine(vf, fault)
-            return
-        counters = vf.totals[queue]
-        if result == DELIVERED:
-            counters["rx_packets"] += 1
-            counters["rx_bytes"] += len(frame)
-            vf.irq_pending = True
-        elif result == NO_BUFFER:
-            counters["rx_no_buffer"] += 1
-        else:
-            counters["rx_too_long"] += 1
+    def _flush_rx(self) -> None:
+        batches, self.rx_batches = self.rx_batches, {}
+        for vf, frames in batches.items():
+            engine = vf.engine
+            if engine is None or vf.state != "active":
+                continue
+            if engine.queues > 1 and engine.regs[w.ENABLED_FEATURES] & w.FEATURE_BITS["rss"]:
+                spread: dict[int, list[bytes]] = {}
+                for frame in frames:  # RSS on the IPv4 source + destination
+                    spread.setdefault(hash(frame[26:34]) % engine.queues, []).append(frame)
+            else:
+                spread = {0: frames}
+            for queue, part in spread.items():
+                try:
+                    delivered, nbytes, no_buffer, too_long = engine.deliver_many(queue, part)
+                except DeviceFault as fault:
+                    self.quarantine(vf, fault)
+                    break
+                counters = vf.totals[queue]
+                counters["rx_packets"] += delivered
+                counters["rx_bytes"] += nbytes
+                counters["rx_no_buffer"] += no_buffer
+                counters["rx_too_long"] += too_long
+                if delivered:
+                    vf.irq_pending = True
 
     def _from_wire(self) -> None:
         deliver = self.eswitch.from_uplink
@@ -241,6 +253,7 @@ class Nic:
                 self._dispatch(deliver(frame))
             else:
                 self.drops["link_down" if self.powered else "powered_off"] += 1
+        self._flush_rx()
 
     def _from_pf(self) -> None:
         from_port = self.eswitch.from_port
@@ -248,6 +261,7 @@ class Nic:
             vport = self.vport_by_peer.get(peer)
             if vport is not None:
                 self._dispatch(from_port(vport, frame))
+        self._flush_rx()
 
     def _poll_vfs(self) -> bool:
         busy = False
@@ -296,9 +310,11 @@ class Nic:
         select = self.selector.select
         while not self.stopping:
             busy = self._poll_vfs()
+            self._flush_rx()
             self._raise_interrupts()
             for key, _ in select(0.0 if busy else self._idle_timeout()):
                 key.data()
+            self._flush_rx()
             self._raise_interrupts()
 
     def close(self) -> None:

@@ -6,6 +6,8 @@ and the plugin interface (``drivers.plugin_api``) only.
 
 from __future__ import annotations
 
+import struct
+
 from drivers.plugin_api import (
     NO_RECV_INFO,
     TX_QUEUED,
@@ -25,7 +27,9 @@ VENDOR = "alpha"
 VERSION = "1.2"
 API_VERSION = "1.0"
 MASK = 0xFFFFFFFF
-RX_POST_LIMIT = 2047  # buffers kept posted per queue (a deep ring rides out scheduling delays)
+RX_POST_LIMIT = 4095
+#: The write-back fields the driver reads: length, status, errors, VLAN (from byte 4).
+RX_WB_FIELDS = struct.Struct("<HBBH")  # buffers kept posted per queue (a deep ring rides out scheduling delays)
 
 
 class AlphaPlugin:
@@ -120,7 +124,7 @@ class AlphaPlugin:
             offset = base + (clean % size) * a.DESC_BYTES
             if not rings[offset + a.RX_STATUS_OFFSET] & a.RX_STATUS_DD:
                 break
-            _rss, length, status, _err, vlan, _ptype, _ = a.RX_DESC_WB.unpack_from(rings, offset)
+            length, status, _err, vlan = RX_WB_FIELDS.unpack_from(rings, offset + 4)
             buffer = shadow[clean % size]
             shadow[clean % size] = None
             clean += 1

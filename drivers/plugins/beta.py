@@ -26,7 +26,7 @@ VENDOR = "beta"
 VERSION = "3.0"
 API_VERSION = "1.0"
 MASK = 0xFFFFFFFF
-RX_POST_LIMIT = 2047
+RX_POST_LIMIT = 4095
 
 
 class BetaPlugin:

@@ -81,3 +81,40 @@ class AlphaEngine(QueueEngine):
         self.rx_next[queue] = head + 1
         regs[w.qreg(queue, w.RX_HEAD)] = (head + 1) & w.INDEX_MASK
         return DELIVERED
+
+    def deliver_many(self, queue: int, frames: list[bytes]) -> tuple[int, int, int, int]:
+        """The batch form of ``deliver``: the tail is read and the head written once."""
+        posted = self.posted_rx(queue)
+        regs, size, rings, memory = self.regs, self.size, self.rings, self.memory
+        base = a.rx_ring_offset(queue, size)
+        buffer_size = regs[w.RX_BUF_SIZE] or 2048
+        limit = self.memory_size - buffer_size
+        strip = regs[w.ENABLED_FEATURES] & w.FEATURE_BITS["vlan"]
+        read, write = a.RX_DESC_READ.unpack_from, a.RX_DESC_WB.pack_into
+        head = self.rx_next[queue]
+        delivered = nbytes = too_long = 0
+        for frame in frames[:posted]:
+            offset = base + (head % size) * a.DESC_BYTES
+            address = read(rings, offset)[0]
+            if address > limit:
+                self.rx_next[queue] = head
+                regs[w.qreg(queue, w.RX_HEAD)] = head & w.INDEX_MASK
+                self.check_span(f"RX queue {queue} descriptor {head}", address, buffer_size)
+            vlan, status = 0, a.RX_STATUS_DD | a.RX_STATUS_EOP
+            if strip and frame[12:14] == b"\x81\x00":
+                frame, vlan = strip_vlan(frame)
+                status |= a.RX_STATUS_VP
+            length = len(frame)
+            if length > buffer_size:
+                too_long += 1
+                continue
+            memory[address : address + length] = frame
+            write(rings, offset, 0, length, 0, 0, vlan, 0, 0)
+            rings[offset + a.RX_STATUS_OFFSET] = status
+            head += 1
+            delivered += 1
+            nbytes += length
+        self.rx_next[queue] = head
+        regs[w.qreg(queue, w.RX_HEAD)] = head & w.INDEX_MASK
+        return delivered, nbytes, max(0, len(frames) - posted), too_long
+

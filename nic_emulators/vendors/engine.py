@@ -80,6 +80,20 @@ class QueueEngine(ABC):
     def deliver(self, queue: int, frame: bytes) -> int:
         """Put ``frame`` into the next posted RX buffer of ``queue``: DELIVERED / NO_BUFFER / TOO_LONG."""
 
+    def deliver_many(self, queue: int, frames: list[bytes]) -> tuple[int, int, int, int]:
+        """Deliver ``frames`` in order: (delivered, bytes delivered, no buffer, too long)."""
+        delivered = nbytes = no_buffer = too_long = 0
+        for frame in frames:
+            result = self.deliver(queue, frame)
+            if result == DELIVERED:
+                delivered += 1
+                nbytes += len(frame)
+            elif result == NO_BUFFER:
+                no_buffer += 1
+            else:
+                too_long += 1
+        return delivered, nbytes, no_buffer, too_long
+
     def save_state(self) -> dict[str, Any]:
         """Ring indices, as VF_SAVE_STATE reports them (VF_INIT may restore them)."""
         return {"tx_next": list(self.tx_next), "rx_next": list(self.rx_next)}
