@@ -22,7 +22,7 @@ class BufferError_(Exception):
 
 
 #: Where a buffer is: its code in ``GuestMemory.state`` (0: free).
-PLACES = ("free", "vf-rx", "vf-tx", "emu-rx", "emu-tx")
+PLACES = ("free", "vf-rx", "vf-tx", "emu-rx", "emu-tx", "pending")
 CODE = {place: code for code, place in enumerate(PLACES)}
 
 
@@ -59,6 +59,13 @@ class GuestMemory:
             raise BufferError_(f"buffer {buffer_id} returned from {place} but it is {found}")
         state[buffer_id] = 0
         (self.free_small if buffer_id < self.small_count else self.free_large).append(buffer_id)
+
+    def move(self, buffer_id: int, source: str, target: str) -> None:
+        """A buffer changes hands (a read frame is posted on a path)."""
+        state = self.state
+        if state[buffer_id] != CODE[source]:
+            raise BufferError_(f"buffer {buffer_id} moved from {source} but it is {PLACES[state[buffer_id]]}")
+        state[buffer_id] = CODE[target]
 
     def reclaim(self, *places: str) -> int:
         """Take back every buffer in ``places`` (the path went away); returns how many."""

@@ -34,6 +34,7 @@ from drivers.faulty_plugin import FAULTS, FaultyPlugin
 from drivers.guest_memory import SMALL, BufferError_, GuestMemory
 from drivers.plugin_api import PLAIN_SEND, TX_RING_FULL, Buffer, PluginRefused, RecvInfo, SgEntry
 from drivers.plugin_loader import load_plugin
+from drivers.tap import open_tap, tap_mtu
 from drivers.vf_attachment import VfAttachment
 from nic_emulators.config import ShellConfig, read_config, shm_name
 from nic_emulators.control import Connection, ControlError, ControlServer
@@ -59,13 +60,12 @@ class Shell:
         self.memory = GuestMemory(
             shm_name(config.lab, config.guest, "mem"), config.small_buffers, config.large_buffers
         )
-        from drivers.tap import open_tap
-
         self.tap = open_tap(config.tap)
         self.selector.register(self.tap, selectors.EVENT_READ, self._from_tap)
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.vf_rx = self.vf_rx_bytes = 0  # folded into counters by _counters()
-        self.pending: deque[bytes] = deque()
+        #: Frames read from the TAP straight into guest buffers, not yet posted on a path.
+        self.pending: deque[tuple[Buffer, int]] = deque()
         self.tx_path = "emu"  # emu | vf | hold | to-vf
         self.vf: VfAttachment | None = None
         self.plugin_fault: str | None = None
@@ -73,6 +73,8 @@ class Shell:
         self.reload_next = False
         self.nic_fences = True
         self.rx_refill = True  # off: RX buffers are not given back to the VF (starvation tests)
+        #: Frames longer than a small buffer need large ones (a TAP read never spans buffers).
+        self.large_reads = tap_mtu(config.tap) + 18 > SMALL
         self.fence_target = 0
         self.fence_deadline = 0.0
         self.errors: list[str] = []
@@ -267,11 +269,17 @@ class Shell:
             return
         outstanding = vf.outstanding[queue]
         if count > len(outstanding):
-            raise BufferError_(
-                f"plugin completed {count} frames on queue {queue}, {len(outstanding)} were out"
-            )
+            raise BufferError_(f"plugin completed {count} frames on queue {queue}, {len(outstanding)} were out")
+        give_back, popleft = self.memory.give_back, outstanding.popleft
+        nbytes = 0
         for _ in range(count):
-            self._sent(outstanding.popleft(), "vf")
+            buffer_id, length = popleft()
+            give_back(buffer_id, "vf-tx")
+            nbytes += length
+        counters = self.counters
+        counters["tx_packets"] += count
+        counters["tx_bytes"] += nbytes
+        counters["vf_tx_packets"] += count
         vf.last_progress = time.monotonic()
 
     def log(self, level: str, message: str) -> None:
@@ -316,19 +324,28 @@ class Shell:
         self._to_tap(buffer, length, None, "emu")
 
     def _from_tap(self) -> None:
-        if len(self.pending) >= TAP_BATCH:
+        """Read what the guest sent straight into guest buffers (no copy), then post it."""
+        pending = self.pending
+        room = TAP_BATCH - len(pending)
+        if room <= 0:
             return  # backpressure: the TAP's own queue holds the rest
-        read, tap, pending = os.read, self.tap, self.pending
-        for _ in range(TAP_BATCH):
-            try:
-                pending.append(read(tap, 65536))
-            except BlockingIOError:
+        memory, readv, tap = self.memory, os.readv, self.tap
+        take, view, large = memory.take, memory.view, self.large_reads
+        for _ in range(room):
+            buffer = take("pending", large)
+            if buffer is None:
                 break
+            addr = buffer.addr
+            try:
+                length = readv(tap, [view[addr : addr + buffer.size]])
+            except BlockingIOError:
+                memory.give_back(buffer.id, "pending")
+                break
+            pending.append((buffer, length))
         self._transmit()
 
     def _transmit(self) -> None:
-        pending = self.pending
-        if not pending:
+        if not self.pending:
             return
         path = self.tx_path
         if path == "vf" and self.vf is not None:
@@ -337,62 +354,36 @@ class Shell:
             self._transmit_emu()
 
     def _transmit_vf(self, vf: VfAttachment) -> None:
-        pending, memory, view = self.pending, self.memory, self.memory.view
-        plugin, outstanding = vf.plugin, vf.outstanding
-        queues = vf.queues
+        pending, move, plugin = self.pending, self.memory.move, vf.plugin
+        outstanding = vf.outstanding[0]  # one TX queue: the guest's frames stay in order
         try:
+            if not outstanding:
+                vf.last_progress = time.monotonic()
             while pending:
-                frame = pending[0]
-                length = len(frame)
-                buffer = memory.take("vf-tx", large=length > SMALL)
-                if buffer is None:
-                    for queue in range(queues):
-                        plugin.check_tx_ring(queue)
-                    buffer = memory.take("vf-tx", large=length > SMALL)
-                    if buffer is None:
-                        break
-                view[buffer.addr : buffer.addr + length] = frame
-                queue = 0 if queues == 1 else hash(frame[26:34]) % queues
-                if not outstanding[queue]:
-                    vf.last_progress = time.monotonic()
+                buffer, length = pending[0]
                 last = len(pending) == 1
-                if (
-                    plugin.add_frame_to_tx_ring(queue, PLAIN_SEND, [SgEntry(buffer, length)], last)
-                    == TX_RING_FULL
-                ):
+                if plugin.add_frame_to_tx_ring(0, PLAIN_SEND, [SgEntry(buffer, length)], last) == TX_RING_FULL:
                     self.counters["tx_ring_full"] += 1
-                    memory.give_back(buffer.id, "vf-tx")
-                    if not plugin.check_tx_ring(queue):
+                    if not plugin.check_tx_ring(0):
                         break
                     continue
-                outstanding[queue].append((buffer.id, length))
+                move(buffer.id, "pending", "vf-tx")
+                outstanding.append((buffer.id, length))
                 pending.popleft()
-        except (BufferError_, Exception) as err:  # the plugin broke: contain it
+        except Exception as err:  # the plugin broke: contain it
             self._runtime_error(f"plugin failed while sending: {type(err).__name__}: {err}")
 
     def _transmit_emu(self) -> None:
-        pending, memory, view, emu = self.pending, self.memory, self.memory.view, self.emu
+        pending, move, emu = self.pending, self.memory.move, self.emu
         sent = 0
         while pending:
-            frame = pending[0]
-            length = len(frame)
-            if length > SMALL:
-                pending.popleft()
-                self.counters["tx_dropped"] += 1
-                continue
-            buffer = memory.take("emu-tx")
-            if buffer is None:
-                emu.reclaim(self._emu_sent)
-                buffer = memory.take("emu-tx")
-                if buffer is None:
-                    break
-            view[buffer.addr : buffer.addr + length] = frame
+            buffer, length = pending[0]
             if not emu.send(buffer, length):
-                memory.give_back(buffer.id, "emu-tx")
                 emu.flush()
                 if not emu.reclaim(self._emu_sent):
                     break
                 continue
+            move(buffer.id, "pending", "emu-tx")
             pending.popleft()
             sent += 1
         if sent:

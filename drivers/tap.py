@@ -25,3 +25,12 @@ def open_tap(name: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def tap_mtu(name: str) -> int:
+    """The MTU of interface ``name`` in this namespace (1500 if it cannot be read)."""
+    try:
+        with open(f"/sys/class/net/{name}/mtu") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1500
