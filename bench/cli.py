@@ -236,12 +236,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
         vlan=args.vlan,
     )
     with attach(Path(args.topology)) as lab:
-        lab.endpoint(args.source)  # a clear error naming the lab's hosts if it is unknown
-        if args.source in lab.guests:  # the engine runs its agents on hosts only, for now
-            raise UsageError(
-                f"traffic: --from a guest ({args.source}) is not supported yet; measure a "
-                "round trip from a host instead: --from HOST --to <the guest's address>"
-            )
+        lab.endpoint(args.source)  # a clear error naming the lab's hosts and guests if unknown
         specs = [spec, reverse(lab, spec)] if args.both_ways else [spec]
         results = run_flows(lab, specs, progress)
     if args.json:

@@ -115,6 +115,19 @@ class Lab:
         except (LabError, ControlError, OSError, ValueError) as err:
             return {"mode": "unreachable", "error": str(err)}
 
+    def data_interfaces(self) -> list[tuple[str, str, str]]:
+        """(machine, interface, IP address) of every addressed data interface of hosts and guests."""
+        from bench.lab.data_path import GUEST_TAP
+
+        found = [
+            (host.name, iface.name, str(iface.address.ip))
+            for host in self.topology.hosts
+            for iface in host.interfaces
+            if iface.address is not None
+        ]
+        found += [(g.name, GUEST_TAP, str(g.address.ip)) for g in self.topology.guests]
+        return found
+
     def backend_of(self, name: str) -> str:
         """The backend of host ``name``, or of the host guest ``name`` runs on.
 

@@ -36,7 +36,7 @@ def capture(
     until it has flushed the file after the block ends.
     """
     host = lab.host(host_name)
-    local_host = lab.topology.host(host_name).backend == "emulated"
+    local_host = lab.backend_of(host_name) == "emulated"
     remote = str(pcap) if local_host else f"/tmp/npabench-{secrets.token_hex(6)}.pcap"
     pcap.parent.mkdir(parents=True, exist_ok=True)
     command = (

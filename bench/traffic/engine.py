@@ -65,38 +65,28 @@ class _Plan:
 
 
 def _plan(lab: Lab, spec: TrafficSpec) -> _Plan:
-    """Decide where the checker runs: on the destination host, or back on the source."""
-    topology = lab.topology
-    names = {h.name for h in topology.hosts}
-    for host in topology.hosts:
-        for iface in host.interfaces:
-            if iface.address is None:
-                continue
-            if spec.to in (host.name, str(iface.address.ip)):
-                if host.name == spec.source:
-                    raise UsageError(f"traffic: {spec.to} is the source host itself")
-                return _Plan(
-                    "one-way",
-                    host.name,
-                    iface.name,
-                    str(iface.address.ip),
-                    f"{spec.source} -> {host.name}",
-                )
+    """Decide where the checker runs: on the destination host or guest, or back on the source."""
+    names = {h.name for h in lab.topology.hosts} | {g.name for g in lab.topology.guests}
+    for machine, interface, address in lab.data_interfaces():
+        if spec.to in (machine, address):
+            if machine == spec.source:
+                raise UsageError(f"traffic: {spec.to} is the source itself")
+            return _Plan("one-way", machine, interface, address, f"{spec.source} -> {machine}")
     if spec.to in names:
-        raise UsageError(f"traffic: host {spec.to} has no interface with an address")
+        raise UsageError(f"traffic: {spec.to} has no interface with an address")
     try:
         ipaddress.ip_address(spec.to)
     except ValueError:
         known = ", ".join(sorted(names))
         raise UsageError(
-            f"traffic: --to {spec.to!r} is neither an address nor a host (hosts: {known})"
+            f"traffic: --to {spec.to!r} is neither an address nor a host or guest (known: {known})"
         ) from None
     return _Plan("round-trip", spec.source, "", spec.to, f"{spec.source} <-> {spec.to}")
 
 
 def agent_command(lab: Lab, host: SshHost, script: str = "agent.py") -> str:
     """How to start ``script`` on ``host``: in place on an emulated host, else from a copy."""
-    backend = lab.topology.host(host.name).backend
+    backend = lab.backend_of(host.name)
     if backend == "emulated":  # same machine, same file system, same Python
         return f"{shlex.quote(sys.executable)} {shlex.quote(str(HERE / script))}"
     return f"python3 {REMOTE_AGENT_DIR}/{script}"
@@ -104,7 +94,7 @@ def agent_command(lab: Lab, host: SshHost, script: str = "agent.py") -> str:
 
 def install_agent(lab: Lab, host: SshHost) -> None:
     """Copy the agent to a host that does not share our file system (lab hosts)."""
-    if lab.topology.host(host.name).backend == "emulated":
+    if lab.backend_of(host.name) == "emulated":
         return
     parts = [f"mkdir -p {REMOTE_AGENT_DIR}"]
     for name in AGENT_FILES:

@@ -37,10 +37,10 @@ class TcpContinuity:
 
 
 def _address_of(lab: Lab, host: str) -> str:
-    for iface in lab.topology.host(host).interfaces:
-        if iface.address is not None:
-            return str(iface.address.ip)
-    raise UsageError(f"tcp probe: host {host} has no interface with an address")
+    for machine, _, address in lab.data_interfaces():
+        if machine == host:
+            return address
+    raise UsageError(f"tcp probe: {host} has no interface with an address")
 
 
 def run_tcp_probe(
