@@ -84,6 +84,21 @@ class Lab:
         path = guest_control_socket(self.state.directory, guest)
         return self._connect(path, f"the vmxnet3 device of guest {guest}", timeout)
 
+    def guest_driver(self, guest: str, timeout: float = 10.0) -> ControlClient:
+        """A control connection to ``guest``'s driver (the shell): the guest's own view —
+        counters, buffer accounting, plugin faults and reload, RX refill."""
+        self._guest(guest)
+        path = guest_control_socket(self.state.directory, guest).with_name("shell.sock")
+        return self._connect(path, f"the driver of guest {guest}", timeout)
+
+    def guest_nic(self, guest: str, timeout: float = 10.0) -> ControlClient:
+        """A control connection to the NIC ``guest`` takes its VFs from."""
+        spec = self._guest(guest)
+        nic = self.topology.guest_nic(spec)
+        if nic is None:
+            raise UsageError(f"guest {guest!r} has no SR-IOV NIC on host {spec.host!r}")
+        return self.nic_control(spec.host, nic.name, timeout)
+
     def nic_control(self, host: str, nic: str, timeout: float = 10.0) -> ControlClient:
         """A control connection to NIC ``nic`` of ``host`` (an emulated NIC's emulator)."""
         try:

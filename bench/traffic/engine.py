@@ -191,6 +191,10 @@ def reverse(lab: Lab, spec: TrafficSpec) -> TrafficSpec:
     return replace(spec, source=plan.checker_host, to=spec.source, flow=spec.flow + 1)
 
 
+#: The progress line run_flows prints once every generator is sending (callers may wait on it).
+GENERATORS_SENDING = "generators sending"
+
+
 def run_flows(
     lab: Lab, specs: Sequence[TrafficSpec], progress: Progress = silent
 ) -> list[DirectionResult]:
@@ -213,6 +217,7 @@ def run_flows(
         senders = [stack.enter_context(running(f.source, f.send_cmd)) for f in flows]
         for sender in senders:
             wait_ready(sender, "generator")
+        progress(f"{GENERATORS_SENDING}: {len(senders)}")
         sent = [
             s.wait(timeout=f.spec.duration_s + 60).stdout
             for s, f in zip(senders, flows, strict=True)
