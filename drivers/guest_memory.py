@@ -64,7 +64,9 @@ class GuestMemory:
         """A buffer changes hands (a read frame is posted on a path)."""
         state = self.state
         if state[buffer_id] != CODE[source]:
-            raise BufferError_(f"buffer {buffer_id} moved from {source} but it is {PLACES[state[buffer_id]]}")
+            raise BufferError_(
+                f"buffer {buffer_id} moved from {source} but it is {PLACES[state[buffer_id]]}"
+            )
         state[buffer_id] = CODE[target]
 
     def reclaim(self, *places: str) -> int:

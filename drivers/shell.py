@@ -94,7 +94,7 @@ class Shell:
         self.selector.register(self.vmx, selectors.EVENT_READ, self._from_vmx)
         self.control = ControlServer(self.selector, self.run_dir / "shell.sock", self._handle)
 
-    # -- talking to the device ---------------------------------------------------------------------
+    # -- talking to the device ------------------------------------------------
 
     def _call_blocking(self, op: str, **args: Any) -> dict[str, Any]:
         self.vmx.sendall((json.dumps({"id": 1, "op": op, **args}) + "\n").encode())
@@ -162,7 +162,7 @@ class Shell:
         if seq is not None:
             self._send_vmx("answer", seq=seq, **answer)
 
-    # -- passthrough ---------------------------------------------------------------------------------
+    # -- passthrough ----------------------------------------------------------
 
     def _attach(self, info: dict[str, Any]) -> dict[str, Any]:
         if self.vf is not None:
@@ -178,7 +178,7 @@ class Shell:
         if self.plugin_fault:
             attachment.plugin = FaultyPlugin(
                 attachment.plugin, attachment.window, self.plugin_fault
-            )  # type: ignore[assignment]
+            )
         self.vf = attachment
         # VF receptions wait until the emulation path delivered the NIC's fence
         # (the end of what it carried), so a switch never reorders frames.
@@ -209,9 +209,9 @@ class Shell:
                         pass
             # The device was quiesced: everything posted went out, reported or not.
             unreported = vf.in_flight()
-            for queue in vf.outstanding:
-                while queue:
-                    self._sent(queue.popleft(), "vf")
+            for frames in vf.outstanding:
+                while frames:
+                    self._sent(frames.popleft(), "vf")
         else:
             unreported = vf.in_flight()
             self.counters["tx_dropped"] += unreported
@@ -239,7 +239,7 @@ class Shell:
         self.tx_path = "emu"
         self._send_vmx("runtime-error", reason=reason)
 
-    # -- shell services for the plugin ------------------------------------------------------------------
+    # -- shell services for the plugin ----------------------------------------
 
     def alloc_small_buffer(self) -> Buffer | None:
         return self.memory.take("vf-rx")
@@ -269,7 +269,9 @@ class Shell:
             return
         outstanding = vf.outstanding[queue]
         if count > len(outstanding):
-            raise BufferError_(f"plugin completed {count} frames on queue {queue}, {len(outstanding)} were out")
+            raise BufferError_(
+                f"plugin completed {count} frames on queue {queue}, {len(outstanding)} were out"
+            )
         give_back, popleft = self.memory.give_back, outstanding.popleft
         nbytes = 0
         for _ in range(count):
@@ -287,7 +289,7 @@ class Shell:
         if level == "error":
             self.errors.append(message)
 
-    # -- frames -------------------------------------------------------------------------------------------
+    # -- frames ---------------------------------------------------------------
 
     def _sent(self, item: tuple[int, int], path: str) -> None:
         buffer_id, length = item
@@ -362,7 +364,10 @@ class Shell:
             while pending:
                 buffer, length = pending[0]
                 last = len(pending) == 1
-                if plugin.add_frame_to_tx_ring(0, PLAIN_SEND, [SgEntry(buffer, length)], last) == TX_RING_FULL:
+                if (
+                    plugin.add_frame_to_tx_ring(0, PLAIN_SEND, [SgEntry(buffer, length)], last)
+                    == TX_RING_FULL
+                ):
                     self.counters["tx_ring_full"] += 1
                     if not plugin.check_tx_ring(0):
                         break
@@ -392,7 +397,7 @@ class Shell:
     def _emu_sent(self, buffer_id: int, length: int) -> None:
         self._sent((buffer_id, length), "emu")
 
-    # -- the loop ---------------------------------------------------------------------------------------------
+    # -- the loop -------------------------------------------------------------
 
     def _service(self) -> bool:
         """Poll every ring once; True if anything moved."""
@@ -462,7 +467,7 @@ class Shell:
                 key.data()
             timeout = 0.0 if self._service() else self._arm()
 
-    # -- guest-side control ----------------------------------------------------------------------------------
+    # -- guest-side control ---------------------------------------------------
 
     def _handle(
         self, conn: Connection, request_id: int, op: str, args: dict[str, Any]
@@ -490,7 +495,7 @@ class Shell:
             self.plugin_fault = fault
             if self.vf is not None:
                 inner = getattr(self.vf.plugin, "inner", self.vf.plugin)
-                self.vf.plugin = FaultyPlugin(inner, self.vf.window, fault) if fault else inner  # type: ignore[assignment]
+                self.vf.plugin = FaultyPlugin(inner, self.vf.window, fault) if fault else inner
             return {"fault": fault}
         if op == "rx-refill":
             self.rx_refill = bool(args.get("on", True))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+from pathlib import Path
 
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
@@ -30,7 +31,6 @@ def open_tap(name: str) -> int:
 def tap_mtu(name: str) -> int:
     """The MTU of interface ``name`` in this namespace (1500 if it cannot be read)."""
     try:
-        with open(f"/sys/class/net/{name}/mtu") as f:
-            return int(f.read())
+        return int(Path(f"/sys/class/net/{name}/mtu").read_text())
     except (OSError, ValueError):
         return 1500

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import selectors
 import socket
 import time
@@ -93,7 +92,7 @@ class ControlServer:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(path))
-        os.chmod(path, 0o600)
+        path.chmod(0o600)
         self.listener.listen(16)
         self.listener.setblocking(False)
         selector.register(self.listener, selectors.EVENT_READ, self._accept)
@@ -235,7 +234,7 @@ class ControlClient:
                 message = self._line(deadline)
             except TimeoutError:
                 raise ControlError(
-                    f"{op}: no answer from {self.path} within {deadline and (timeout or self.timeout):.1f} s",
+                    f"{op}: no answer from {self.path} within {timeout or self.timeout:.1f} s",
                     "ETIMEDOUT",
                 ) from None
             if "event" in message:

@@ -81,7 +81,7 @@ class Nic:
         if config.powered:
             self.power_on()
 
-    # -- power, link ---------------------------------------------------------------
+    # -- power, link ----------------------------------------------------------
 
     def power_on(self) -> None:
         if self.powered:
@@ -140,7 +140,7 @@ class Nic:
         self.csr_port = self.csr.port
         (self.run_dir / "csr.port").write_text(str(self.csr.port))
 
-    # -- steering ---------------------------------------------------------------------
+    # -- steering -------------------------------------------------------------
 
     def activate(self, vf: VirtualFunction) -> None:
         """VF_ACTIVATE: frames for the owner now go to the VF, not to its vport."""
@@ -188,7 +188,7 @@ class Nic:
             "vf-error", vf=vf.index, owner=owner, code=fault.code, message=str(fault)
         )
 
-    # -- data path --------------------------------------------------------------------
+    # -- data path ------------------------------------------------------------
 
     def _transmit(self, vf: VirtualFunction, frames: list[bytes], queue: int) -> None:
         counters = vf.totals[queue]

@@ -150,7 +150,7 @@ class NicOperations:
         except KeyError as err:
             raise ControlError(f"{op}: missing argument {err}", "EINVAL") from err
 
-    # -- helpers ------------------------------------------------------------------------
+    # -- helpers --------------------------------------------------------------
 
     def vf(self, args: Args, op: str) -> VirtualFunction:
         try:
@@ -184,7 +184,7 @@ class NicOperations:
         action()
         return {}
 
-    # -- VF operations --------------------------------------------------------------------
+    # -- VF operations --------------------------------------------------------
 
     def acquire(self, args: Args) -> Args:
         owner = str(args["owner"])
@@ -268,7 +268,7 @@ class NicOperations:
     def queue_status(self, args: Args) -> Args:
         return self.vf(args, "GET_QUEUE_STATUS").describe()
 
-    # -- vports and levers -------------------------------------------------------------------
+    # -- vports and levers ----------------------------------------------------
 
     def vport_add(self, args: Args) -> Args:
         guest = str(args["guest"])

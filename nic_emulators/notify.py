@@ -24,7 +24,7 @@ class Fifo:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             os.mkfifo(path, 0o600)
-        elif not stat.S_ISFIFO(os.stat(path).st_mode):
+        elif not stat.S_ISFIFO(path.stat().st_mode):
             raise OSError(f"{path} is not a FIFO")
         self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
         self.owner = create

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-import os
 import socket
 import struct
 from collections.abc import Iterator
@@ -141,7 +140,7 @@ class PfPort:
             path.unlink()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
-        os.chmod(path, 0o600)
+        path.chmod(0o600)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self.sock.setblocking(False)

@@ -61,7 +61,7 @@ class VirtualFunction:
         self.totals = [dict.fromkeys(COUNTER_NAMES, 0) for _ in range(model.queues)]
         self.last_read = [dict.fromkeys(COUNTER_NAMES, 0) for _ in range(model.queues)]
 
-    # -- enumeration ----------------------------------------------------------------
+    # -- enumeration ----------------------------------------------------------
 
     def enumerate(self) -> None:
         """Make the VF exist (NIC power-on / VF enable): its BAR and notification FIFOs."""
@@ -111,7 +111,7 @@ class VirtualFunction:
         finally:
             regs.release()
 
-    # -- operations -------------------------------------------------------------------
+    # -- operations -----------------------------------------------------------
 
     def need(self, op: str, *states: str) -> None:
         if self.state not in states:
@@ -214,7 +214,7 @@ class VirtualFunction:
                 self.memory.close()
             self.memory = None
 
-    # -- counters -----------------------------------------------------------------
+    # -- counters -------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
         total = dict.fromkeys(COUNTER_NAMES, 0)

@@ -131,7 +131,7 @@ class Lab:
             return {"mode": "unreachable", "error": str(err)}
 
     def data_interfaces(self) -> list[tuple[str, str, str]]:
-        """(machine, interface, IP address) of every addressed data interface of hosts and guests."""
+        """(machine, interface, IP address) of every addressed data interface (hosts, guests)."""
         from bench.lab.data_path import GUEST_TAP
 
         found = [

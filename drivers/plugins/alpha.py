@@ -29,7 +29,9 @@ API_VERSION = "1.0"
 MASK = 0xFFFFFFFF
 RX_POST_LIMIT = 4095
 #: The write-back fields the driver reads: length, status, errors, VLAN (from byte 4).
-RX_WB_FIELDS = struct.Struct("<HBBH")  # buffers kept posted per queue (a deep ring rides out scheduling delays)
+RX_WB_FIELDS = struct.Struct(
+    "<HBBH"
+)  # buffers kept posted per queue (a deep ring rides out scheduling delays)
 
 
 class AlphaPlugin:
@@ -89,8 +91,9 @@ class AlphaPlugin:
         last = len(sgl) - 1
         for i, (buffer, length) in enumerate(sgl):
             slot = tail % size
-            a.TX_DESC.pack_into(rings, base + slot * a.DESC_BYTES, buffer.addr, length,
-                                cmd0 | (a.TX_CMD_EOP if i == last else 0), 0, vlan, send_info.mss)  # fmt: skip
+            cmd = cmd0 | (a.TX_CMD_EOP if i == last else 0)
+            offset = base + slot * a.DESC_BYTES
+            a.TX_DESC.pack_into(rings, offset, buffer.addr, length, cmd, 0, vlan, send_info.mss)
             eop[slot] = i == last
             tail += 1
         self.tx_tail[queue] = tail

@@ -100,15 +100,15 @@ class AlphaEngine(QueueEngine):
                 self.rx_next[queue] = head
                 regs[w.qreg(queue, w.RX_HEAD)] = head & w.INDEX_MASK
                 self.check_span(f"RX queue {queue} descriptor {head}", address, buffer_size)
-            vlan, status = 0, a.RX_STATUS_DD | a.RX_STATUS_EOP
+            data, vlan, status = frame, 0, a.RX_STATUS_DD | a.RX_STATUS_EOP
             if strip and frame[12:14] == b"\x81\x00":
-                frame, vlan = strip_vlan(frame)
+                data, vlan = strip_vlan(frame)
                 status |= a.RX_STATUS_VP
-            length = len(frame)
+            length = len(data)
             if length > buffer_size:
                 too_long += 1
                 continue
-            memory[address : address + length] = frame
+            memory[address : address + length] = data
             write(rings, offset, 0, length, 0, 0, vlan, 0, 0)
             rings[offset + a.RX_STATUS_OFFSET] = status
             head += 1
@@ -117,4 +117,3 @@ class AlphaEngine(QueueEngine):
         self.rx_next[queue] = head
         regs[w.qreg(queue, w.RX_HEAD)] = head & w.INDEX_MASK
         return delivered, nbytes, max(0, len(frames) - posted), too_long
-

@@ -1,4 +1,4 @@
-"""Device side of beta rings: buffer ids checked against the registered table, CQs with owner bits."""
+"""Device side of beta rings: buffer ids checked against the registered table, owner-bit CQs."""
 
 from __future__ import annotations
 

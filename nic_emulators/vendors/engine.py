@@ -50,7 +50,8 @@ class QueueEngine(ABC):
             raise DeviceFault(
                 "bad-index",
                 f"TX queue {queue}: tail {self.regs[w.qreg(queue, w.TX_TAIL)]} is {pending} "
-                f"descriptors past the device's head {self.tx_next[queue]}, the ring has {self.size}",
+                f"descriptors past the device's head {self.tx_next[queue]}, "
+                f"the ring has {self.size}",
             )
         return pending
 
@@ -60,7 +61,8 @@ class QueueEngine(ABC):
             raise DeviceFault(
                 "bad-index",
                 f"RX queue {queue}: tail {self.regs[w.qreg(queue, w.RX_TAIL)]} is {posted} "
-                f"descriptors past the device's head {self.rx_next[queue]}, the ring has {self.size}",
+                f"descriptors past the device's head {self.rx_next[queue]}, "
+                f"the ring has {self.size}",
             )
         return posted
 
@@ -78,7 +80,7 @@ class QueueEngine(ABC):
 
     @abstractmethod
     def deliver(self, queue: int, frame: bytes) -> int:
-        """Put ``frame`` into the next posted RX buffer of ``queue``: DELIVERED / NO_BUFFER / TOO_LONG."""
+        """Put ``frame`` into the next posted RX buffer: DELIVERED / NO_BUFFER / TOO_LONG."""
 
     def deliver_many(self, queue: int, frames: list[bytes]) -> tuple[int, int, int, int]:
         """Deliver ``frames`` in order: (delivered, bytes delivered, no buffer, too long)."""

@@ -88,7 +88,7 @@ class VmxProcess:
             self.selector.register(self.backend.port, selectors.EVENT_READ, self.backend.from_port)
         self.control = ControlServer(self.selector, self.run_dir / "vmx.sock", self._handle)
 
-    # -- the NIC's events --------------------------------------------------------------------
+    # -- the NIC's events -----------------------------------------------------
 
     def _subscribe_nic(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -142,7 +142,7 @@ class VmxProcess:
     def _after_return(self, result: dict[str, Any] | None, error: str | None) -> None:
         del result, error  # the history records it
 
-    # -- the shell --------------------------------------------------------------------------------
+    # -- the shell ------------------------------------------------------------
 
     def _tell_shell(self, event: str, details: dict[str, Any]) -> None:
         if self.shell is None or self.shell.closed:
@@ -280,7 +280,8 @@ class VmxProcess:
             calls = [("SET_ANTISPOOF", {"on": bool(args["on"])})]
         else:
             raise ControlError(
-                f"unknown filter setting {setting!r} (multicast, rx_mode, mac, add_vlans, del_vlans, "
+                f"unknown filter setting {setting!r} (multicast, rx_mode, mac, add_vlans, "
+                "del_vlans, "
                 "default_vlan, mtu, antispoof)",
                 "EINVAL",
             )
@@ -314,7 +315,7 @@ class VmxProcess:
             conn.answer(request_id, result)
         self._react()
 
-    # -- loop ----------------------------------------------------------------------------------------
+    # -- loop -----------------------------------------------------------------
 
     def run(self) -> None:
         print("READY", flush=True)

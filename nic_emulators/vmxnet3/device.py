@@ -18,9 +18,10 @@ step, so the process keeps moving frames while a switch is in progress.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, NoReturn
 
 from nic_emulators.config import VmxConfig
 from nic_emulators.control import ControlClient, ControlError
@@ -34,6 +35,10 @@ STEP_TIMEOUT_S = 5.0
 
 class SwitchFailed(Exception):
     pass
+
+
+def fail(reason: str) -> NoReturn:
+    raise SwitchFailed(reason)
 
 
 class DeviceModel:
@@ -64,7 +69,7 @@ class DeviceModel:
         self.next_seq = 1
         self.history: list[dict[str, Any]] = []
 
-    # -- reasons ---------------------------------------------------------------------
+    # -- reasons --------------------------------------------------------------
 
     def inactive_reason(self) -> str | None:
         """Why passthrough cannot be active now (vSphere's vocabulary), or None."""
@@ -80,7 +85,7 @@ class DeviceModel:
             return "guest driver not loaded"
         return None
 
-    # -- running sequences --------------------------------------------------------------
+    # -- running sequences ----------------------------------------------------
 
     def start(
         self,
@@ -146,7 +151,7 @@ class DeviceModel:
         for callback in callbacks:
             callback(result, error)
 
-    # -- NIC operations -------------------------------------------------------------------
+    # -- NIC operations -------------------------------------------------------
 
     def nic_op(self, op: str, **args: Any) -> dict[str, Any]:
         if self.nic is None:
@@ -154,7 +159,7 @@ class DeviceModel:
         self.steps.append(op)
         return self.nic.call(op, **args)
 
-    # -- the sequences ----------------------------------------------------------------------
+    # -- the sequences --------------------------------------------------------
 
     def to_passthrough(self) -> Sequence:
         reason = self.inactive_reason()
@@ -173,16 +178,14 @@ class DeviceModel:
             features = frozenset(info["features"])
             lacking = self.required_features - features
             if lacking:
-                raise SwitchFailed(
-                    f"incompatible adapter features: the VF lacks {', '.join(sorted(lacking))}"
-                )
+                fail(f"incompatible adapter features: the VF lacks {', '.join(sorted(lacking))}")
             if not features & {"csum", "vlan", "tso", "rss", "lro"}:
-                raise SwitchFailed("the VF reports no usable capability")
+                fail("the VF reports no usable capability")
             self.nic_op("VF_INIT", vf=vf, memory=self.memory_name)
             answer = yield ("attach", {"info": info})
             if not answer.get("ok"):
-                raise SwitchFailed(f"the guest refused the VF: {answer.get('reason')}")
-        except BaseException as err:
+                fail(f"the guest refused the VF: {answer.get('reason')}")
+        except Exception as err:
             self._undo(vf, activated=False)
             self.reason = (
                 str(err) if isinstance(err, (SwitchFailed, ControlError)) else "switch failed"
@@ -192,11 +195,11 @@ class DeviceModel:
             self.nic_op("VF_ACTIVATE", vf=vf)
             if self.fail_after_activate:
                 self.fail_after_activate = False
-                raise SwitchFailed("failure injected after VF_ACTIVATE")
+                fail("failure injected after VF_ACTIVATE")
             answer = yield ("go", {})
             if not answer.get("ok"):
-                raise SwitchFailed(f"the guest could not move TX to the VF: {answer.get('reason')}")
-        except BaseException as err:
+                fail(f"the guest could not move TX to the VF: {answer.get('reason')}")
+        except Exception as err:
             self.steps.append("rollback")
             with_detach = yield ("detach", {"reason": "rollback"})
             del with_detach
@@ -209,15 +212,12 @@ class DeviceModel:
         self.mode, self.reason = "passthrough", ""
 
     def _undo(self, vf: int, activated: bool) -> None:
+        """Roll a failed switch back: QUIESCE what was activated, RELEASE what was acquired."""
         if activated:
-            try:
+            with contextlib.suppress(ControlError):
                 self.nic_op("VF_QUIESCE", vf=vf)
-            except ControlError:
-                pass
-        try:
+        with contextlib.suppress(ControlError):
             self.nic_op("VF_RELEASE", vf=vf)
-        except ControlError:
-            pass
         self.vf = None
 
     def to_emulation(self, reason: str) -> Sequence:

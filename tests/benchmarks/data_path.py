@@ -65,7 +65,9 @@ def _gaps(rig: Rig, seconds: float, during: Callable[[], None]) -> dict[str, Any
     def run(src: str, dst: str, flow: int) -> None:
         results[src] = one_way(rig, src, dst, seconds=seconds, pps=SWITCH_PPS, flow=flow)
 
-    threads = [threading.Thread(target=run, args=(s, d, n)) for n, (s, d, _) in enumerate(DIRECTIONS, 1)]
+    threads = [
+        threading.Thread(target=run, args=(s, d, n)) for n, (s, d, _) in enumerate(DIRECTIONS, 1)
+    ]
     for thread in threads:
         thread.start()
     time.sleep(0.5)
@@ -73,7 +75,9 @@ def _gaps(rig: Rig, seconds: float, during: Callable[[], None]) -> dict[str, Any
     for thread in threads:
         thread.join()
     gap = max(next(iter(r["flows"].values()))["longest_gap_ns"] for r in results.values()) / 1e6
-    lost = sum(r["sender"]["sent"] - next(iter(r["flows"].values()))["received"] for r in results.values())
+    lost = sum(
+        r["sender"]["sent"] - next(iter(r["flows"].values()))["received"] for r in results.values()
+    )
     sent = sum(r["sender"]["sent"] for r in results.values())
     return {"gap_ms": gap, "lost": lost, "sent": sent}
 
@@ -89,30 +93,66 @@ def _switches(rig: Rig) -> None:
 
 def run() -> list[Comparison]:
     print("data path: RFC 2544 throughput, passthrough / emulation / raw forwarder ...", flush=True)
-    passthrough = _measure(lambda: Rig(), lambda rig: rig.wait_mode("passthrough") and None)
-    emulation = _measure(lambda: Rig(), _to_emulation)
-    raw = _measure(lambda: Rig(datapath=False), lambda rig: rig.raw_forwarder())
+    passthrough = _measure(Rig, lambda rig: rig.wait_mode("passthrough") and None)
+    emulation = _measure(Rig, _to_emulation)
+    raw = _measure(lambda: Rig(datapath=False), Rig.raw_forwarder)
     results = []
     for _, _, label in DIRECTIONS:
-        results.append(Comparison(
-            f"pps {label}", "passthrough", passthrough[label], "emulation", emulation[label],
-            "frames/s", ">= 1.5x emulation", passthrough[label] >= 1.5 * emulation[label], STEPS,
-        ))  # fmt: skip
-        results.append(Comparison(
-            f"pps {label} vs raw", "passthrough", passthrough[label], "raw forwarder", raw[label],
-            "frames/s", ">= 0.5x raw loop", passthrough[label] >= 0.5 * raw[label], STEPS,
-        ))  # fmt: skip
+        results.append(
+            Comparison(
+                f"pps {label}",
+                "passthrough",
+                passthrough[label],
+                "emulation",
+                emulation[label],
+                "frames/s",
+                ">= 1.5x emulation",
+                passthrough[label] >= 1.5 * emulation[label],
+                STEPS,
+            )
+        )
+        results.append(
+            Comparison(
+                f"pps {label} vs raw",
+                "passthrough",
+                passthrough[label],
+                "raw forwarder",
+                raw[label],
+                "frames/s",
+                ">= 0.5x raw loop",
+                passthrough[label] >= 0.5 * raw[label],
+                STEPS,
+            )
+        )
     print("data path: planned-switch blackout ...", flush=True)
     with Rig() as rig:
         rig.wait_mode("passthrough")
         quiet = _gaps(rig, 2.0, lambda: None)
         switching = _gaps(rig, 3.0, lambda: _switches(rig))
-    results.append(Comparison(
-        "switch blackout", "longest gap, switching", switching["gap_ms"], "without switches", quiet["gap_ms"],
-        "ms", "< 5 ms", switching["gap_ms"] < 5.0, SWITCHES * 2,
-    ))  # fmt: skip
-    results.append(Comparison(
-        "switch loss", "frames lost, switching", switching["lost"], "frames sent", switching["sent"],
-        "frames", "0 lost", switching["lost"] == 0, SWITCHES * 2,
-    ))  # fmt: skip
+    results.append(
+        Comparison(
+            "switch blackout",
+            "longest gap, switching",
+            switching["gap_ms"],
+            "without switches",
+            quiet["gap_ms"],
+            "ms",
+            "< 5 ms",
+            switching["gap_ms"] < 5.0,
+            SWITCHES * 2,
+        )
+    )
+    results.append(
+        Comparison(
+            "switch loss",
+            "frames lost, switching",
+            switching["lost"],
+            "frames sent",
+            switching["sent"],
+            "frames",
+            "0 lost",
+            switching["lost"] == 0,
+            SWITCHES * 2,
+        )
+    )
     return results

@@ -12,6 +12,7 @@ processes are compared with on the same interfaces, in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import selectors
@@ -78,10 +79,8 @@ def main() -> int:
                     except BlockingIOError:
                         break
                     if frame[:6] == mac or frame[0] & 1:
-                        try:
+                        with contextlib.suppress(OSError):
                             write(tap, frame)
-                        except OSError:
-                            pass
     return 0
 
 

@@ -73,8 +73,15 @@ class Rig:
             for n in range(1, self.guests + 1):
                 self.make_tap(n)
             return self
-        config = NicConfig(lab=self.lab, host="h", name="nic0", model=self.model, vfs=self.vfs,
-                           uplink="up0", run_dir=str(nic_dir))  # fmt: skip
+        config = NicConfig(
+            lab=self.lab,
+            host="h",
+            name="nic0",
+            model=self.model,
+            vfs=self.vfs,
+            uplink="up0",
+            run_dir=str(nic_dir),
+        )
         self.start("nic", "h", "nic_emulators.nic", write_config(config, nic_dir / "nic.json"))
         for n in range(1, self.guests + 1):
             self.add_guest(n, nic_dir)
@@ -88,9 +95,23 @@ class Rig:
 
     def raw_forwarder(self, n: int = 1) -> None:
         """The reference: one Python loop between guest ``n``'s TAP and the uplink."""
-        proc = self.net.spawn("h", "raw forwarder", sys.executable, "-m", "tests.benchmarks.raw_forwarder",
-                              "--guest-ns", self.ns(f"g{n}"), "--tap", "eth0", "--host-ns", self.ns("h"),
-                              "--uplink", "up0", "--mac", guest_mac(n))  # fmt: skip
+        proc = self.net.spawn(
+            "h",
+            "raw forwarder",
+            sys.executable,
+            "-m",
+            "tests.benchmarks.raw_forwarder",
+            "--guest-ns",
+            self.ns(f"g{n}"),
+            "--tap",
+            "eth0",
+            "--host-ns",
+            self.ns("h"),
+            "--uplink",
+            "up0",
+            "--mac",
+            guest_mac(n),
+        )
         proc.wait_ready()
         self.procs["raw forwarder"] = proc
 
@@ -98,9 +119,16 @@ class Rig:
         name, role = f"vm{n}", f"g{n}"
         self.make_tap(n)
         run_dir = guest_run_dir(self.state, name)
-        vmx = VmxConfig(lab=self.lab, guest=name, host="h", mac=guest_mac(n), run_dir=str(run_dir),
-                        nic_control=str(nic_dir / "ctl.sock"), nic_pf_port=str(nic_dir / "pf.sock"),
-                        mode=self.mode)  # fmt: skip
+        vmx = VmxConfig(
+            lab=self.lab,
+            guest=name,
+            host="h",
+            mac=guest_mac(n),
+            run_dir=str(run_dir),
+            nic_control=str(nic_dir / "ctl.sock"),
+            nic_pf_port=str(nic_dir / "pf.sock"),
+            mode=self.mode,
+        )
         self.start(
             f"vmx {name}", "h", "nic_emulators.vmxnet3", write_config(vmx, run_dir / "vmx.json")
         )
@@ -167,8 +195,15 @@ def rig(**kwargs: Any) -> Any:
         yield made
 
 
-def one_way(rig: Rig, source: str, sink: str, seconds: float = 2.0, pps: int | None = None,
-            size: int = 128, flow: int = 1) -> dict[str, Any]:  # fmt: skip
+def one_way(  # noqa: PLR0917 -- mirrors the agent's options
+    rig: Rig,
+    source: str,
+    sink: str,
+    seconds: float = 2.0,
+    pps: int | None = None,
+    size: int = 128,
+    flow: int = 1,
+) -> dict[str, Any]:
     """Stamped UDP from role ``source`` to role ``sink`` ("t" or "g<n>"); the checker's JSON."""
     from bench.traffic.packets import PacketSpec, build_template
 
@@ -180,8 +215,16 @@ def one_way(rig: Rig, source: str, sink: str, seconds: float = 2.0, pps: int | N
         )
 
     (src_mac, src_ip), (dst_mac, dst_ip) = addr(source), addr(sink)
-    template = build_template(PacketSpec(src_mac=src_mac, dst_mac=dst_mac, src_ip=src_ip, dst_ip=dst_ip,
-                                         frame_size=size, flow=flow))  # fmt: skip
+    template = build_template(
+        PacketSpec(
+            src_mac=src_mac,
+            dst_mac=dst_mac,
+            src_ip=src_ip,
+            dst_ip=dst_ip,
+            frame_size=size,
+            flow=flow,
+        )
+    )
     checker = rig.net.agent(
         sink, "recv", "--iface", "eth0", "--flow", str(flow), "--idle-exit", "1.0"
     )
@@ -191,8 +234,19 @@ def one_way(rig: Rig, source: str, sink: str, seconds: float = 2.0, pps: int | N
         if pps
         else ["--max-rate", "--duration", str(seconds)]
     )
-    sender = rig.net.agent(source, "send", "--iface", "eth0", "--frame-hex", template.frame.hex(),
-                           "--payload-at", str(template.payload_at), "--flow", str(flow), *rate)  # fmt: skip
+    sender = rig.net.agent(
+        source,
+        "send",
+        "--iface",
+        "eth0",
+        "--frame-hex",
+        template.frame.hex(),
+        "--payload-at",
+        str(template.payload_at),
+        "--flow",
+        str(flow),
+        *rate,
+    )
     sender.wait_ready()
     sent = sender.result(timeout=seconds + 30)
     got = checker.result(timeout=seconds + 30)

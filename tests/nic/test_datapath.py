@@ -52,18 +52,27 @@ def flow(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def assert_exact(stats: dict[str, Any], what: str) -> None:
-    assert (stats["received"], stats["duplicates"], stats["reordered"], stats["corrupt"]) == (
-        stats["sent"], 0, 0, 0,
-    ), f"{what}: sent {stats['sent']}, got {stats['received']} ({stats['duplicates']} dup, " \
-       f"{stats['reordered']} reordered, {stats['corrupt']} corrupt); missing {stats['missing'][:5]}"  # fmt: skip
+    seen = (stats["received"], stats["duplicates"], stats["reordered"], stats["corrupt"])
+    assert seen == (stats["sent"], 0, 0, 0), (
+        f"{what}: sent {stats['sent']}, got {stats['received']} ({stats['duplicates']} dup, "
+        f"{stats['reordered']} reordered, {stats['corrupt']} corrupt); "
+        f"missing {stats['missing'][:5]}"
+    )
 
 
 def netdev(rig: Rig, n: int = 1) -> dict[str, Any]:
-    out = subprocess.run(["ip", "-n", rig.ns(f"g{n}"), "-j", "addr", "show", "dev", "eth0"],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        ["ip", "-n", rig.ns(f"g{n}"), "-j", "addr", "show", "dev", "eth0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     (link,) = json.loads(out.stdout)
-    return {"ifindex": link["ifindex"], "mac": link["address"],
-            "ip": sorted(a["local"] for a in link["addr_info"] if a["family"] == "inet")}  # fmt: skip
+    return {
+        "ifindex": link["ifindex"],
+        "mac": link["address"],
+        "ip": sorted(a["local"] for a in link["addr_info"] if a["family"] == "inet"),
+    }
 
 
 def shell_status(rig: Rig, n: int = 1) -> dict[str, Any]:
@@ -174,9 +183,13 @@ def test_surprise_removal_keeps_the_guest_reachable_and_the_vf_comes_back(make_r
 
 @pytest.mark.parametrize(
     ("model", "fault", "code"),
-    [("beta-25g", "bad-buffer", "bad-buffer-id"), ("alpha-10g", "bad-buffer", "bad-address"),
-     ("alpha-10g", "outside-ring", "bad-index"), ("beta-25g", "no-complete", None)],
-)  # fmt: skip
+    [
+        ("beta-25g", "bad-buffer", "bad-buffer-id"),
+        ("alpha-10g", "bad-buffer", "bad-address"),
+        ("alpha-10g", "outside-ring", "bad-index"),
+        ("beta-25g", "no-complete", None),
+    ],
+)
 def test_misbehaving_plugin_is_quarantined_without_touching_the_other_guest(
     make_rig: Any, model: str, fault: str, code: str | None
 ) -> None:
@@ -186,8 +199,24 @@ def test_misbehaving_plugin_is_quarantined_without_touching_the_other_guest(
     threads, results = under_traffic(rig, seconds=2.0, pps=4000, guest=2)
     with rig.shell(1) as shell:
         shell.call("plugin-fault", fault=fault)
-    pinger = subprocess.run(["ip", "netns", "exec", rig.ns("g1"), "ping", "-c", "20", "-i", "0.05", "-W", "1", "198.19.77.2"],
-                            capture_output=True, text=True)  # fmt: skip
+    pinger = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            rig.ns("g1"),
+            "ping",
+            "-c",
+            "20",
+            "-i",
+            "0.05",
+            "-W",
+            "1",
+            "198.19.77.2",
+        ],
+        capture_output=True,
+        text=True,
+    )
     status = rig.wait_mode("emulation", 1)
     assert status["reason"].startswith("runtime error"), status
     with rig.nic() as nic:
@@ -221,8 +250,12 @@ def test_fpga_nic_is_driven_over_csr_and_its_guest_survives_a_power_cycle(make_r
     )
 
     def csr() -> list[int]:
-        out = subprocess.run(["ip", "netns", "exec", rig.ns("h"), sys.executable, "-c", read.format(port=port)],
-                             capture_output=True, text=True, cwd=REPO)  # fmt: skip
+        out = subprocess.run(
+            ["ip", "netns", "exec", rig.ns("h"), sys.executable, "-c", read.format(port=port)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         assert out.returncode == 0, out.stderr
         return [int(x) for x in out.stdout.split()]
 
@@ -237,5 +270,7 @@ def test_fpga_nic_is_driven_over_csr_and_its_guest_survives_a_power_cycle(make_r
     with rig.nic() as nic:
         nic.call("POWER", on=True)
     rig.wait_mode("passthrough")
-    assert csr() == [0x4E504147, 0b11, 2], "the board answers at the same CSR address after power-on"
+    assert csr() == [0x4E504147, 0b11, 2], (
+        "the board answers at the same CSR address after power-on"
+    )
     assert_exact(flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "back in passthrough")
