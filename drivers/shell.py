@@ -62,6 +62,7 @@ class Shell:
         )
         self.tap = open_tap(config.tap)
         self.selector.register(self.tap, selectors.EVENT_READ, self._from_tap)
+        self.tap_watched = True
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.vf_rx = self.vf_rx_bytes = 0  # folded into counters by _counters()
         #: Frames read from the TAP straight into guest buffers, not yet posted on a path.
@@ -325,12 +326,14 @@ class Shell:
     def _from_emu(self, buffer: Buffer, length: int) -> None:
         self._to_tap(buffer, length, None, "emu")
 
-    def _from_tap(self) -> None:
-        """Read what the guest sent straight into guest buffers (no copy), then post it."""
+    def _from_tap(self) -> int:
+        """Read what the guest sent straight into guest buffers (no copy), then post it;
+        returns how many frames were read."""
         pending = self.pending
         room = TAP_BATCH - len(pending)
         if room <= 0:
-            return  # backpressure: the TAP's own queue holds the rest
+            return 0  # backpressure: the TAP's own queue holds the rest
+        read = 0
         memory, readv, tap = self.memory, os.readv, self.tap
         take, view, large = memory.take, memory.view, self.large_reads
         for _ in range(room):
@@ -344,7 +347,18 @@ class Shell:
                 memory.give_back(buffer.id, "pending")
                 break
             pending.append((buffer, length))
+            read += 1
         self._transmit()
+        return read
+
+    def _watch_tap(self, wanted: bool) -> None:
+        """Listen to the TAP only while there is room for what it has (else backpressure)."""
+        if wanted != self.tap_watched:
+            if wanted:
+                self.selector.register(self.tap, selectors.EVENT_READ, self._from_tap)
+            else:
+                self.selector.unregister(self.tap)
+            self.tap_watched = wanted
 
     def _transmit(self) -> None:
         if not self.pending:
@@ -400,12 +414,17 @@ class Shell:
     # -- the loop -------------------------------------------------------------
 
     def _service(self) -> bool:
-        """Poll every ring once; True if anything moved."""
-        moved = 0
+        """Poll every ring once; True if frames moved that may have more behind them.
+
+        TX completions alone do not count: a guest sending faster than the VF
+        drains waits for the completion interrupt instead of spinning (the
+        spinning would take the very CPU the device needs to drain the ring).
+        """
+        received = 0
         vf = self.vf
         emu = self.emu
         if vf is not None and emu.fences < self.fence_target:
-            moved += emu.poll_rx(self._from_emu)
+            received += emu.poll_rx(self._from_emu)
             if emu.fences < self.fence_target and time.monotonic() > self.fence_deadline:
                 self.errors.append("no fence from the emulation path; taking VF receptions anyway")
                 self.fence_target = emu.fences
@@ -416,24 +435,24 @@ class Shell:
                 for queue in range(vf.queues):
                     if not fenced:
                         while (got := plugin.check_rx_ring(queue, RX_BUDGET)) == RX_BUDGET:
-                            moved += got
-                        moved += got
+                            received += got
+                        received += got
                     if self.rx_refill:
                         plugin.add_buffers_to_rx_ring(queue)
-                    moved += plugin.check_tx_ring(queue)
+                    plugin.check_tx_ring(queue)
             except Exception as err:
                 self._runtime_error(f"plugin failed: {type(err).__name__}: {err}")
             else:
                 self._watchdog(vf)
-        moved += self.emu.poll_rx(self._from_emu)
-        moved += self.emu.reclaim(self._emu_sent)
-        if self.tx_path == "to-vf" and self.emu.tx_idle():
+        received += emu.poll_rx(self._from_emu)
+        emu.reclaim(self._emu_sent)
+        if self.tx_path == "to-vf" and emu.tx_idle():
             self.tx_path = "vf"
-        if self.pending:
+        before = len(self.pending)
+        if before:
             self._transmit()
-            if len(self.pending) < TAP_BATCH:
-                self._from_tap()
-        return moved > 0
+        read = self._from_tap() if len(self.pending) < TAP_BATCH else 0
+        return received > 0 or read > 0 or len(self.pending) < before
 
     def _watchdog(self, vf: VfAttachment) -> None:
         if (
@@ -463,6 +482,7 @@ class Shell:
         select = self.selector.select
         timeout = 0.0
         while not self.stopping:
+            self._watch_tap(len(self.pending) < TAP_BATCH)
             for key, _ in select(timeout):
                 key.data()
             timeout = 0.0 if self._service() else self._arm()
