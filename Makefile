@@ -43,7 +43,7 @@ lint: setup
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy bench drivers nic_emulators
 
-## bench: measure (SSH round trips, fan-out, lab up/down); writes bench-results.json
+## bench: measure (SSH, fan-out, lab up/down, traffic, data path); writes bench-results.json
 bench: setup
 	$(BIN)/python -m tests.benchmarks
 

@@ -10,6 +10,7 @@ conformance suite runs the same processes through ``npabench up``.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -184,6 +185,18 @@ class Rig:
                 return status
             time.sleep(0.02)
         raise AssertionError(f"vm{n} not in {mode} within {timeout} s: {status}")
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the rig's data path processes have used so far."""
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for proc in self.procs.values():
+            try:
+                fields = Path(f"/proc/{proc.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
 
     def ns(self, role: str) -> str:
         return self.net.ns(role)
