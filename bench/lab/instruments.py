@@ -8,8 +8,9 @@ script in the lab's state directory that the emulator runs on every state
 change: an attenuator channel whose light stops (shutter closed, or
 attenuation past the receiver's threshold) takes its link down — the
 root-namespace end of the host's veth, so the host sees NO-CARRIER as it
-would on hardware; a power-supply channel switching a NIC is logged until
-the NIC emulators exist (they power their PF/VFs from it).
+would on hardware; a power-supply channel feeding a NIC powers the NIC
+emulator off and on (its VFs vanish and re-enumerate, an FPGA board's CSR
+endpoint goes away) and takes the NIC's link down with it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from bench.lab.procfs import start_ticks
 from bench.lab.state import LabState, Resource
 from bench.progress import Progress
 from bench.topology import Instrument, Topology
+from nic_emulators.config import nic_run_dir
 
 READY_TIMEOUT_S = 20.0
 
@@ -42,6 +44,24 @@ def _link_of(topology: Topology, target: str) -> str:
     raise LabError(f"wiring to {target}: not an interface of an emulated host")
 
 
+def _power_action(topology: Topology, target: str, directory: Path) -> str:
+    """Shell commands powering NIC HOST/NIC with ``$2`` (up: on, down: off)."""
+    host_name, nic_name = target.split("/", 1)
+    host = topology.host(host_name)
+    nic = host.nic(nic_name)
+    if nic is None:
+        raise LabError(f"wiring to {target}: host {host_name} has no NIC {nic_name}")
+    control = nic_run_dir(directory.parents[1], host_name, nic_name) / "ctl.sock"
+    power = (
+        f'{shlex.quote(sys.executable)} -m nic_emulators.nicctl {shlex.quote(str(control))} POWER '
+        'on=$([ "$2" = up ] && echo true || echo false) >/dev/null'
+    )
+    link = nic.link or (host.interfaces[0].name if host.interfaces else None)
+    if link is None:
+        return power
+    return f"{power}; ip link set {_link_of(topology, f'{host_name}/{link}')} $2"
+
+
 def wiring_script(topology: Topology, instrument: Instrument, directory: Path) -> Path:
     """The script the emulator runs on each change: ``SCRIPT CHANNEL LINK_STATE``."""
     lines = [
@@ -54,7 +74,7 @@ def wiring_script(topology: Topology, instrument: Instrument, directory: Path) -
         if instrument.kind == "optical-attenuator":
             action = f"ip link set {_link_of(topology, wire.to)} $2"
         else:
-            action = f"echo 'NIC {wire.to}: power $2 (NIC emulators not there yet)'"
+            action = _power_action(topology, wire.to, directory)
         lines.append(f"  {wire.channel}) {action} ;;")
     lines += ["esac", ""]
     script = directory / "wiring.sh"
@@ -92,6 +112,11 @@ def start_instruments(topology: Topology, state: LabState, progress: Progress) -
             "--on-change-cmd",
             f"{script} {{channel}} {{link_state}}",
         ]
+        powered = sorted(w.channel for w in instrument.wiring)
+        if instrument.kind == "power-supply" and powered:
+            # The boards a supply feeds start powered (their NIC emulators do).
+            channels = ",".join(str(c) for c in powered)
+            argv += ["--setup", f"VOLT 12,(@{channels});OUTP ON,(@{channels})"]
         with out.open("wb") as sink:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,

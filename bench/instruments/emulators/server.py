@@ -266,6 +266,14 @@ def build_model(kind: str, channels: int, serial: str) -> SCPIInstrument:
 
 async def _main(args: argparse.Namespace) -> None:
     model = build_model(args.kind, args.channels, args.serial)
+    if args.setup:
+        # The state the lab is in when the bench takes over (a supply already feeding
+        # its boards): applied before serving, and taken as published, so no wiring runs.
+        model.execute(args.setup)
+        errors = model.execute("SYST:ERR?")
+        if errors and not errors.startswith("0,"):
+            raise SystemExit(f"--setup {args.setup!r}: {errors}")
+        model.settle()
     runner = ChangeCommandRunner(args.on_change_cmd) if args.on_change_cmd else None
     if runner is not None:
         model.on_change = runner
@@ -296,6 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--on-change-cmd",
         default=None,
         help="shell command run on each state change; {channel}, {link_state}, {power}, ...",
+    )
+    parser.add_argument(
+        "--setup",
+        default="",
+        help="SCPI commands applied at start without running --on-change-cmd "
+        "(e.g. 'VOLT 12,(@1);OUTP ON,(@1)': the state the lab starts in)",
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
