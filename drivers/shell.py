@@ -208,18 +208,22 @@ class Shell:
                     vf.plugin.check_tx_ring(queue)
                     while vf.plugin.check_rx_ring(queue, RX_BUDGET):
                         pass
-            # The device was quiesced: everything posted went out, reported or not.
+            # The device was quiesced: what it did not complete was not sent (a link
+            # down, a paused queue): those frames go out over emulation, first and in order.
             unreported = vf.in_flight()
+            resend = [(self.memory.buffers[b], n) for frames in vf.outstanding for b, n in frames]
+            for buffer, _ in resend:
+                self.memory.move(buffer.id, "vf-tx", "pending")
             for frames in vf.outstanding:
-                while frames:
-                    self._sent(frames.popleft(), "vf")
+                frames.clear()
+            self.pending.extendleft(reversed(resend))
         else:
             unreported = vf.in_flight()
             self.counters["tx_dropped"] += unreported
         self._drop_vf()
         self.tx_path = "emu"
         self._transmit()
-        return {"ok": True, "unreported": unreported, "lost": lost}
+        return {"ok": True, "resent" if not lost else "dropped": unreported}
 
     def _drop_vf(self) -> None:
         vf, self.vf = self.vf, None

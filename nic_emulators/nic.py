@@ -26,6 +26,7 @@ from typing import Any
 from nic_emulators.config import NicConfig, read_config, shm_name
 from nic_emulators.control import ControlServer
 from nic_emulators.eswitch import ESwitch
+from nic_emulators.link_watch import LinkWatch
 from nic_emulators.models import MODELS
 from nic_emulators.ports import PfPort, WirePort
 from nic_emulators.vendors import window as w
@@ -71,6 +72,11 @@ class Nic:
         self.pf = PfPort(self.run_dir / "pf.sock")
         self.selector.register(self.wire, selectors.EVENT_READ, self._from_wire)
         self.selector.register(self.pf, selectors.EVENT_READ, self._from_pf)
+        self.cable = LinkWatch(config.uplink, self._carrier_changed)
+        self.selector.register(self.cable, selectors.EVENT_READ, self.cable.readable)
+        self.carrier = self.cable.up
+        self.admin_link = True  # the LINK lever / the CSR link-enable bit
+        self.link_up = self.carrier
         from nic_emulators.nic_ops import NicOperations
 
         self.ops = NicOperations(self)
@@ -122,6 +128,17 @@ class Nic:
         vf.vanish()
 
     def set_link(self, up: bool) -> None:
+        """The link as software sets it (the LINK lever, the CSR link-enable bit)."""
+        self.admin_link = up
+        self._update_link()
+
+    def _carrier_changed(self, up: bool) -> None:
+        """The cable: light or signal came or went (an attenuator, a pulled fibre)."""
+        self.carrier = up
+        self._update_link()
+
+    def _update_link(self) -> None:
+        up = self.admin_link and self.carrier
         if up == self.link_up:
             return
         self.link_up = up
@@ -167,8 +184,12 @@ class Nic:
             self.eswitch.enable(vport)
 
     def quiesce(self, vf: VirtualFunction) -> None:
-        """VF_QUIESCE: finish what the driver posted, then stop the VF and steer to emulation."""
-        if vf.state == "active" and vf.engine is not None:
+        """VF_QUIESCE: finish what the driver posted, then stop the VF and steer to emulation.
+
+        Without link nothing can be finished: the posted frames stay uncompleted in
+        the ring, and the driver sends them another way (the shell, over emulation).
+        """
+        if vf.state == "active" and vf.engine is not None and self.link_up:
             try:
                 for queue in range(vf.engine.queues):
                     while vf.engine.pending_tx(queue):
@@ -265,6 +286,8 @@ class Nic:
 
     def _poll_vfs(self) -> bool:
         busy = False
+        if not self.link_up:
+            return False  # a MAC without link sends nothing: TX rings wait
         for vf in list(self.active):
             engine = vf.engine
             if engine is None or vf.index in self.paused:
@@ -294,6 +317,8 @@ class Nic:
         for vf in self.active:
             if vf.engine is not None:
                 vf.engine.regs[w.KICK_ARMED] = 1
+        if not self.link_up:
+            return IDLE_WAKE_S
         for vf in self.active:
             engine = vf.engine
             if engine is None or vf.index in self.paused:
@@ -323,6 +348,7 @@ class Nic:
         if self.csr is not None:
             self.csr.close()
         self.control.close()
+        self.cable.close()
         self.pf.close()
         self.wire.close()
         self.selector.close()

@@ -224,6 +224,8 @@ class NicOperations:
             )
         config.enabled = False
         vf.init(str(args["memory"]), (args.get("state") or {}).get("rings"))
+        if args.get("policy"):
+            self.policies[str(vf.owner)] = policy_from(args)
         policy = self.policies.get(str(vf.owner), PortPolicy())
         if vf.port in self.nic.eswitch.ports():
             self.nic.eswitch.remove_port(vf.port)

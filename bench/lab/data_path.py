@@ -169,8 +169,12 @@ def _start_vmx(topology: Topology, state: LabState, guest: Guest) -> _Started:
         mac=guest.mac,
         run_dir=str(run_dir),
         nic_control=str(nic_control_socket(state.directory, guest.host, nic.name)) if nic else "",
-        nic_pf_port=str(nic_pf_socket(state.directory, guest.host, nic.name)) if nic else "",
-        uplink="" if nic else _plain_uplink(topology, guest),
+        nic_pf_port=(
+            str(nic_pf_socket(state.directory, guest.host, nic.name))
+            if nic and not guest.vswitch_uplink
+            else ""
+        ),
+        uplink=guest.vswitch_uplink or ("" if nic else _plain_uplink(topology, guest)),
         mode="emulation" if guest.nic_mode == "emulation" else "npa",
         mtu=guest.mtu,
         memory_reserved=guest.memory_reserved,

@@ -53,7 +53,7 @@ def _power_action(topology: Topology, target: str, directory: Path) -> str:
         raise LabError(f"wiring to {target}: host {host_name} has no NIC {nic_name}")
     control = nic_run_dir(directory.parents[1], host_name, nic_name) / "ctl.sock"
     power = (
-        f'{shlex.quote(sys.executable)} -m nic_emulators.nicctl {shlex.quote(str(control))} POWER '
+        f"{shlex.quote(sys.executable)} -m nic_emulators.nicctl {shlex.quote(str(control))} POWER "
         'on=$([ "$2" = up ] && echo true || echo false) >/dev/null'
     )
     link = nic.link or (host.interfaces[0].name if host.interfaces else None)

@@ -246,6 +246,18 @@ def _guest_on_host(
             "QEMU backend; on the emulated backend expected nic_mode 'npa' or 'emulation', "
             "got 'failover'",
         )
+    if guest.vswitch_uplink is not None and guest.vswitch_uplink not in {
+        i.name for i in host.interfaces
+    }:
+        yield (
+            ("guests", g, "vswitch_uplink"),
+            _unknown(
+                "interface",
+                guest.vswitch_uplink,
+                (i.name for i in host.interfaces),
+                f"host {host.name!r}",
+            ),
+        )
     nic = topo.guest_nic(guest)
     if guest.switch is None or nic is None or nic.link is None:
         return

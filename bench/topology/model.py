@@ -336,6 +336,11 @@ class Guest(_Strict):
     policy: GuestPolicy = Field(
         default_factory=GuestPolicy, description="what the guest's port is allowed"
     )
+    vswitch_uplink: InterfaceName | None = Field(
+        default=None,
+        description="host interface that carries the guest's emulated traffic instead of its "
+        "NIC's PF port: a vSwitch uplink that survives the NIC's link or power loss",
+    )
 
 
 class Limits(_Strict):

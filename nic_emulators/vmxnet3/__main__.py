@@ -15,6 +15,7 @@ import json
 import selectors
 import signal
 import socket
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,16 @@ from nic_emulators.vmxnet3.backend import EmulationBackend, EmulationFault, PfVp
 from nic_emulators.vmxnet3.device import DeviceModel
 
 IDLE_WAKE_S = 0.01
-MULTICAST_LIMIT = 32  # entries a VF's (and a vport's) multicast filter holds
+MULTICAST_LIMIT = 32
+LINK_DOWN = "VF link down"  # entries a VF's (and a vport's) multicast filter holds
 FEATURES = ("csum", "vlan", "tso", "rss", "lro")
+
+
+def rarp(mac: str) -> bytes:
+    """A RARP request from ``mac`` (EtherType 0x8035), padded to the 60-byte minimum."""
+    own = bytes.fromhex(mac.replace(":", ""))
+    body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 3) + own + bytes(4) + own + bytes(4)
+    return (b"\xff" * 6 + own + b"\x80\x35" + body).ljust(60, b"\0")
 
 
 class VmxProcess:
@@ -62,9 +71,21 @@ class VmxProcess:
         self.nic_inbuf = b""
         self.deferred_events: list[dict[str, Any]] = []
         self.filters: dict[str, Any] = {"multicast": [], "promisc": False, "allmulti": False}
+        self.announced = "emulation"
         if config.nic_control:
             self.device.nic = ControlClient(config.nic_control)
             self._subscribe_nic()
+        policy = {
+            "mac_change": config.policy.mac_change,
+            "vlans": [list(r) for r in config.policy.vlans],
+            "antispoof": config.policy.antispoof,
+            "mtu_max": config.policy.mtu_max,
+        }
+        if not config.nic_pf_port:
+            self.device.init_args = {
+                "config": {"mac": config.mac, "mtu": config.mtu},
+                "policy": policy,
+            }
         if config.nic_pf_port:
             port = PfVport(self.run_dir / "vport.sock", config.nic_pf_port)
             self.backend.port = port
@@ -75,15 +96,11 @@ class VmxProcess:
                 mac=config.mac,
                 socket=str(port.own),
                 mtu=config.mtu,
-                policy={
-                    "mac_change": config.policy.mac_change,
-                    "vlans": [list(r) for r in config.policy.vlans],
-                    "antispoof": config.policy.antispoof,
-                    "mtu_max": config.policy.mtu_max,
-                },
+                policy=policy,
             )
         elif config.uplink:
             self.backend.port = WirePort(config.uplink)
+            self.backend.mac = bytes.fromhex(config.mac.replace(":", ""))
         if self.backend.port is not None:
             self.selector.register(self.backend.port, selectors.EVENT_READ, self.backend.from_port)
         self.control = ControlServer(self.selector, self.run_dir / "vmx.sock", self._handle)
@@ -133,6 +150,11 @@ class VmxProcess:
                     "fallback", device.vf_lost(f"VF removed: {event.get('reason')}", release=False)
                 )
             elif name in ("vf-added", "power") and event.get("on", True) and self._wants_vf_back():
+                device.start("return", device.to_passthrough(), self._after_return)
+            elif name == "link" and not event.get("up") and device.mode == "passthrough":
+                # A VF without link is a black hole: carry the guest over emulation.
+                device.start("fallback", device.to_emulation(LINK_DOWN))
+            elif name == "link" and event.get("up") and device.reason == LINK_DOWN:
                 device.start("return", device.to_passthrough(), self._after_return)
 
     def _wants_vf_back(self) -> bool:
@@ -301,6 +323,14 @@ class VmxProcess:
             {"promisc": wanted["promisc"], "allmulti": wanted["allmulti"] or overflow},
         )
 
+    def _announce(self) -> None:
+        """Entering emulation through a vSwitch uplink of its own, the guest's MAC moves to
+        another switch port: tell the lab switch with a RARP from the guest's MAC, as a
+        hypervisor's "notify switches" (and QEMU's announce) do."""
+        self.announced = self.device.mode
+        if self.device.mode == "emulation" and isinstance(self.backend.port, WirePort):
+            self.backend.port.send(rarp(self.config.mac))
+
     def _answer(
         self,
         conn: Connection,
@@ -333,6 +363,8 @@ class VmxProcess:
                 sent = 0
             backend.raise_interrupt()
             self.device.check_timeouts()
+            if self.device.mode != self.announced:
+                self._announce()
             busy = sent or backend.arm()
             for key, _ in select(0.0 if busy else IDLE_WAKE_S):
                 key.data()

@@ -89,6 +89,7 @@ class EmulationBackend:
             "rx_no_buffer": 0,
         }
         self.irq_pending = False
+        self.mac = b""  # the guest's MAC (filters a plain vSwitch uplink)
 
     def attach_memory(self, name: str) -> None:
         self.memory = SharedRegion.open(name)
@@ -160,10 +161,17 @@ class EmulationBackend:
         return True
 
     def from_port(self) -> None:
-        if self.port is None:
+        port = self.port
+        if port is None:
             return
-        for frame in self.port.receive():
-            self.deliver(frame)
+        if isinstance(port, PfVport):  # the NIC's embedded switch already filtered
+            for frame in port.receive():
+                self.deliver(frame)
+            return
+        own = self.mac  # a vSwitch port of our own: the guest's MAC and group addresses only
+        for frame in port.receive():
+            if frame[:6] == own or frame[0] & 1:
+                self.deliver(frame)
 
     def raise_interrupt(self) -> None:
         if self.irq_pending:

@@ -68,6 +68,9 @@ class DeviceModel:
         self.started_at = 0.0
         self.next_seq = 1
         self.history: list[dict[str, Any]] = []
+        #: Extra VF_INIT arguments: the port configuration and policy when the guest has
+        #: no vport on the NIC to copy them from (its emulation uses a vSwitch uplink).
+        self.init_args: dict[str, Any] = {}
 
     # -- reasons --------------------------------------------------------------
 
@@ -181,7 +184,7 @@ class DeviceModel:
                 fail(f"incompatible adapter features: the VF lacks {', '.join(sorted(lacking))}")
             if not features & {"csum", "vlan", "tso", "rss", "lro"}:
                 fail("the VF reports no usable capability")
-            self.nic_op("VF_INIT", vf=vf, memory=self.memory_name)
+            self.nic_op("VF_INIT", vf=vf, memory=self.memory_name, **self.init_args)
             answer = yield ("attach", {"info": info})
             if not answer.get("ok"):
                 fail(f"the guest refused the VF: {answer.get('reason')}")

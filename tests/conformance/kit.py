@@ -65,12 +65,12 @@ def wait_mode(lab: Lab, guest: str, mode: str, timeout: float = 10.0) -> dict[st
     raise AssertionError(f"guest {guest} not in {mode} within {timeout} s; last status: {seen}")
 
 
-def ensure_passthrough(lab: Lab, guest: str) -> dict[str, Any]:
+def ensure_passthrough(lab: Lab, guest: str, timeout: float = 10.0) -> dict[str, Any]:
     """Put ``guest`` back in passthrough (a previous test may have left it in emulation)."""
     current = status(lab, guest)
     if current["mode"] != "passthrough" and not current.get("busy"):
         switch(lab, guest, "passthrough")
-    return wait_mode(lab, guest, "passthrough")
+    return wait_mode(lab, guest, "passthrough", timeout)
 
 
 def both_ways(lab: Lab, guest: str, pps: int, seconds: float) -> list[TrafficSpec]:
