@@ -73,6 +73,7 @@ class Shell:
         self.installed: dict[str, str] = {}
         self.reload_next = False
         self.nic_fences = True
+        self.go_seq = 0
         self.rx_refill = True  # off: RX buffers are not given back to the VF (starvation tests)
         #: Frames longer than a small buffer need large ones (a TAP read never spans buffers).
         self.large_reads = tap_mtu(config.tap) + 18 > SMALL
@@ -149,7 +150,13 @@ class Shell:
             if event == "attach":
                 answer = self._attach(message["info"])
             elif event == "go":
-                self.tx_path = "to-vf"
+                # Answered once the emulated TX ring is empty (see _service): the device
+                # then makes the NIC take in what the emulation path still carries.
+                self.tx_path, self.go_seq = "to-vf", int(seq or 0)
+                return
+            elif event == "tx-on":
+                self.tx_path = "vf" if self.vf is not None else "emu"
+                self._transmit()
             elif event == "hold":
                 self.tx_path = "hold"
             elif event == "detach":
@@ -451,7 +458,8 @@ class Shell:
         received += emu.poll_rx(self._from_emu)
         emu.reclaim(self._emu_sent)
         if self.tx_path == "to-vf" and emu.tx_idle():
-            self.tx_path = "vf"
+            self.tx_path = "hold"
+            self._send_vmx("answer", seq=self.go_seq, ok=True)
         before = len(self.pending)
         if before:
             self._transmit()

@@ -276,6 +276,11 @@ class Nic:
                 self.drops["link_down" if self.powered else "powered_off"] += 1
         self._flush_rx()
 
+    def drain_pf(self) -> None:
+        """Process the PF port until nothing waits there."""
+        while self.pf.pending():
+            self._from_pf()
+
     def _from_pf(self) -> None:
         from_port = self.eswitch.from_port
         for frame, peer in self.pf.receive():

@@ -158,6 +158,14 @@ class PfPort:
                 return
             yield frame, peer
 
+    def pending(self) -> bool:
+        """Whether a datagram waits to be received."""
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False
+        return True
+
     def send(self, frame: bytes, peer: str) -> None:
         try:
             self.sock.sendto(frame, peer)

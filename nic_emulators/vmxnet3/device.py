@@ -202,6 +202,10 @@ class DeviceModel:
             answer = yield ("go", {})
             if not answer.get("ok"):
                 fail(f"the guest could not move TX to the VF: {answer.get('reason')}")
+            # The guest's last emulated frames may still be on their way into the NIC:
+            # SYNC takes them in before the first VF frame can overtake them.
+            self.nic_op("SYNC")
+            answer = yield ("tx-on", {})
         except Exception as err:
             self.steps.append("rollback")
             with_detach = yield ("detach", {"reason": "rollback"})
