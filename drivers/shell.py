@@ -73,6 +73,7 @@ class Shell:
         self.installed: dict[str, str] = {}
         self.reload_next = False
         self.nic_fences = True
+        self.vf_broken = False  # a runtime error: the plugin is not called until the VF is gone
         self.go_seq = 0
         self.rx_refill = True  # off: RX buffers are not given back to the VF (starvation tests)
         #: Frames longer than a small buffer need large ones (a TAP read never spans buffers).
@@ -162,7 +163,7 @@ class Shell:
             elif event == "detach":
                 answer = self._detach(lost=False)
             elif event == "vf-lost":
-                answer = self._detach(lost=True)
+                answer = self._detach(lost=True, drained=bool(message.get("drained")))
             else:
                 return
         except Exception as err:  # answer the device whatever happens, or it waits for nothing
@@ -202,7 +203,7 @@ class Shell:
         )
         return {"ok": True, "plugin": info["plugin"], "features": sorted(attachment.features)}
 
-    def _detach(self, lost: bool) -> dict[str, Any]:
+    def _detach(self, lost: bool, drained: bool = False) -> dict[str, Any]:
         vf = self.vf
         if vf is None:
             self.tx_path = "emu"
@@ -224,6 +225,11 @@ class Shell:
             for frames in vf.outstanding:
                 frames.clear()
             self.pending.extendleft(reversed(resend))
+        elif drained:  # quiesced before it was dropped: what was posted went out
+            unreported = vf.in_flight()
+            for frames in vf.outstanding:
+                while frames:
+                    self._sent(frames.popleft(), "vf")
         else:
             unreported = vf.in_flight()
             self.counters["tx_dropped"] += unreported
@@ -234,6 +240,7 @@ class Shell:
 
     def _drop_vf(self) -> None:
         vf, self.vf = self.vf, None
+        self.vf_broken = False
         if vf is None:
             return
         with contextlib.suppress(KeyError, ValueError):
@@ -242,12 +249,12 @@ class Shell:
         self.memory.reclaim("vf-rx", "vf-tx")
 
     def _runtime_error(self, reason: str) -> None:
-        """The plugin broke its contract: stop using the VF now, and tell the device."""
+        """The plugin broke its contract: stop calling it and send over emulation now, and
+        tell the device. The VF's buffers stay where they are until the device has
+        quiesced the VF (``vf-lost``): it may still be reading them."""
         self.errors.append(reason)
         print(f"runtime error: {reason}", file=sys.stderr, flush=True)
-        if self.vf is not None:
-            self.counters["tx_dropped"] += self.vf.in_flight()
-            self._drop_vf()
+        self.vf_broken = True
         self.tx_path = "emu"
         self._send_vmx("runtime-error", reason=reason)
 
@@ -439,7 +446,7 @@ class Shell:
             if emu.fences < self.fence_target and time.monotonic() > self.fence_deadline:
                 self.errors.append("no fence from the emulation path; taking VF receptions anyway")
                 self.fence_target = emu.fences
-        if vf is not None:
+        if vf is not None and not self.vf_broken:
             fenced = emu.fences < self.fence_target
             try:
                 plugin = vf.plugin

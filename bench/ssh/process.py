@@ -235,11 +235,11 @@ class RemoteProcess:
             return self._result
         if self._wait_exit(float("inf") if timeout is None else timeout):
             return self._finish("exited")
-        with self._lock:
-            stdout, stderr = decode(self._out), decode(self._err)
-        self.stop()
+        # Stop first: what the process prints on its way out (a report on SIGTERM)
+        # belongs to the output the caller gets with the timeout.
+        result = self.stop()
         assert timeout is not None
-        raise CommandTimeout(self._host, self._command, timeout, stdout, stderr)
+        raise CommandTimeout(self._host, self._command, timeout, result.stdout, result.stderr)
 
     def stop(self, timeout: float = 5.0) -> CommandResult:
         """Stop the process and its children; return its result.

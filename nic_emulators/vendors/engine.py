@@ -126,11 +126,13 @@ class QueueEngine(ABC):
 
 
 def strip_vlan(frame: bytes) -> tuple[bytes, int]:
-    """(frame without its 802.1Q tag, VLAN id) or (frame, -1) when untagged."""
+    """(frame without its 802.1Q tag, the tag's TCI: priority, DEI, VLAN id) or
+    (frame, -1) when untagged. The whole TCI travels, so priority survives a strip."""
     if frame[12:14] == b"\x81\x00":
-        return frame[:12] + frame[16:], int.from_bytes(frame[14:16], "big") & 0x0FFF
+        return frame[:12] + frame[16:], int.from_bytes(frame[14:16], "big")
     return frame, -1
 
 
-def insert_vlan(frame: bytes, vlan: int) -> bytes:
-    return frame[:12] + b"\x81\x00" + (vlan & 0x0FFF).to_bytes(2, "big") + frame[12:]
+def insert_vlan(frame: bytes, tci: int) -> bytes:
+    """``frame`` with an 802.1Q tag carrying ``tci`` (priority, DEI and VLAN id)."""
+    return frame[:12] + b"\x81\x00" + (tci & 0xFFFF).to_bytes(2, "big") + frame[12:]

@@ -140,6 +140,14 @@ class VmxProcess:
         while self.deferred_events and device.sequence is None:
             event = self.deferred_events.pop(0)
             name, owner = event["event"], event.get("owner")
+            if name == "runtime-error":
+                if device.mode == "passthrough" and device.vf is not None:
+                    # The guest stopped calling its plugin: finish what it posted, then drop.
+                    with contextlib.suppress(ControlError):
+                        device.nic_op("VF_QUIESCE", vf=device.vf)
+                    reason = f"runtime error: {event.get('reason')}"
+                    device.start("fallback", device.vf_lost(reason, release=True, drained=True))
+                continue
             if name == "vf-error" and owner == self.config.guest and device.vf == event.get("vf"):
                 reason = f"runtime error: VF {event['vf']} quarantined ({event.get('code')})"
                 device.start("fallback", device.vf_lost(reason, release=True))
@@ -211,12 +219,8 @@ class VmxProcess:
             self._react()
             return {}
         if op == "runtime-error":
-            if device.mode == "passthrough" and device.vf is not None and device.sequence is None:
-                with contextlib.suppress(ControlError):
-                    device.nic_op("VF_QUIESCE", vf=device.vf)
-                device.start(
-                    "fallback", device.vf_lost(f"runtime error: {args.get('reason')}", release=True)
-                )
+            self.deferred_events.append({"event": "runtime-error", "reason": args.get("reason")})
+            self._react()
             return {}
         if op == "status":
             return {**device.status(), "emulation": dict(self.backend.counters)}

@@ -155,8 +155,9 @@ class EmulationBackend:
         v.RX_COMP.pack_into(self.view, v.RX_COMP_RING + slot, buffer_id, len(frame), flags, 0)
         self.rx_next += 1
         regs[v.RX_CONS] = self.rx_next & MASK
-        self.counters["rx_packets"] += 1
-        self.counters["rx_bytes"] += len(frame)
+        if frame:  # the NIC's fence is no frame: the guest never sees it
+            self.counters["rx_packets"] += 1
+            self.counters["rx_bytes"] += len(frame)
         self.irq_pending = True
         return True
 

@@ -244,11 +244,12 @@ class DeviceModel:
             self.nic_op("VF_RELEASE", vf=vf)
             self.vf, self.info = None, None
 
-    def vf_lost(self, reason: str, release: bool) -> Sequence:
-        """The VF is gone or broken: the shell drops it at once; no drain, no handshake."""
+    def vf_lost(self, reason: str, release: bool, drained: bool = False) -> Sequence:
+        """The VF is gone or broken: the shell drops it at once, no handshake; ``drained``:
+        it was quiesced first, so what the guest had posted did go out."""
         vf = self.vf
         self.mode, self.reason = "emulation", reason
-        yield ("vf-lost", {"reason": reason})
+        yield ("vf-lost", {"reason": reason, "drained": drained})
         if release and vf is not None:
             try:
                 self.nic_op("VF_RELEASE", vf=vf)
