@@ -90,16 +90,22 @@ class EmulatedRings:
         available = (self.regs[v.RX_CONS] - self.rx_cons) & MASK
         count = min(available, budget)
         view = self.view
-        for _ in range(count):
+        done = 0
+        while done < count:
             slot = (self.rx_cons % v.RING_SIZE) * v.DESC_BYTES
             buffer_id, length, flags, _ = v.RX_COMP.unpack_from(view, v.RX_COMP_RING + slot)
             self.rx_cons += 1
+            done += 1
             buffer = self.rx_posted.pop(buffer_id)
-            if flags & v.RX_FLAG_FENCE:
+            fence = bool(flags & v.RX_FLAG_FENCE)
+            if fence:
                 self.fences += 1
             else:
                 deliver(buffer, length)
             self.memory.give_back(buffer_id, "emu-rx")
+            if fence:
+                break  # what the VF received comes next: the caller takes it first
+        count = done
         if count:
             self.post_rx()
         return count

@@ -211,6 +211,9 @@ class Shell:
             return {"ok": True, "note": "no VF attached"}
         unreported = 0
         if not lost:
+            # what emulation received before the VF took over goes first: up to the fence
+            while self.emu.fences < self.fence_target and self.emu.poll_rx(self._from_emu):
+                pass
             with contextlib.suppress(Exception):  # a broken plugin must not stop the fallback
                 for queue in range(vf.queues):
                     vf.plugin.check_tx_ring(queue)
@@ -502,8 +505,10 @@ class Shell:
         timeout = 0.0
         while not self.stopping:
             self._watch_tap(len(self.pending) < TAP_BATCH)
+            registered = self.selector.get_map()
             for key, _ in select(timeout):
-                key.data()
+                if registered.get(key.fd) is key:  # not unregistered by an earlier callback
+                    key.data()
             timeout = 0.0 if self._service() else self._arm()
 
     # -- guest-side control ---------------------------------------------------

@@ -224,7 +224,7 @@ class ControlClient:
         message: dict[str, Any] = json.loads(line)
         return message
 
-    def call(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+    def call(self, op: str, /, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         request_id = self.next_id
         self.next_id += 1
         self.sock.sendall((json.dumps({"id": request_id, "op": op, **args}) + "\n").encode())

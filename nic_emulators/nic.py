@@ -342,8 +342,10 @@ class Nic:
             busy = self._poll_vfs()
             self._flush_rx()
             self._raise_interrupts()
+            registered = self.selector.get_map()
             for key, _ in select(0.0 if busy else self._idle_timeout()):
-                key.data()
+                if registered.get(key.fd) is key:  # not unregistered by an earlier callback
+                    key.data()
             self._flush_rx()
             self._raise_interrupts()
 

@@ -318,7 +318,7 @@ class NicOperations:
         return {"vf": index, "state": vf.state}
 
     def inject(self, args: Args) -> Args:
-        op = str(args["op"])
+        op = str(args["target"])
         if op not in self.table:
             raise ControlError(f"INJECT: unknown operation {op!r}", "EINVAL")
         self.nic.injected[op] = str(args.get("message", "failure injected by the bench"))

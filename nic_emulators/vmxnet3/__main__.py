@@ -180,6 +180,9 @@ class VmxProcess:
                 int(details["seq"]), {"ok": False, "reason": "no guest driver"}
             )
             return
+        if event == "detach":  # what the vport holds (the NIC's fence too) reaches the rings first
+            for _ in range(64):
+                self.backend.from_port()
         self.shell.send({"event": event, **details})
 
     def _handle(
@@ -370,8 +373,10 @@ class VmxProcess:
             if self.device.mode != self.announced:
                 self._announce()
             busy = sent or backend.arm()
+            registered = self.selector.get_map()
             for key, _ in select(0.0 if busy else IDLE_WAKE_S):
-                key.data()
+                if registered.get(key.fd) is key:  # not unregistered by an earlier callback
+                    key.data()
             backend.raise_interrupt()
 
     def close(self) -> None:

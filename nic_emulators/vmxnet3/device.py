@@ -208,9 +208,11 @@ class DeviceModel:
             answer = yield ("tx-on", {})
         except Exception as err:
             self.steps.append("rollback")
+            with contextlib.suppress(ControlError):  # steer back to the vport before the guest
+                self.nic_op("VF_QUIESCE", vf=vf)  # lets go of the VF, as to_emulation does
             with_detach = yield ("detach", {"reason": "rollback"})
             del with_detach
-            self._undo(vf, activated=True)
+            self._undo(vf, activated=False)
             self.reason = (
                 str(err) if isinstance(err, (SwitchFailed, ControlError)) else "switch failed"
             )
