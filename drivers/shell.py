@@ -163,6 +163,7 @@ class Shell:
             elif event == "detach":
                 answer = self._detach(lost=False)
             elif event == "vf-lost":
+                self.errors.append(f"VF lost: {message.get('reason')}")
                 answer = self._detach(lost=True, drained=bool(message.get("drained")))
             else:
                 return
