@@ -6,8 +6,8 @@ passthrough before a test, runs the undo steps a test registered next to each ch
 configuration is not what it found.
 
 Every conformance module sees these fixtures, so none is autouse: a test gets one only
-by naming it, and a module's own fixture of the same name (``test_fallback.py``'s
-``guest``) takes precedence.
+by naming it, and a module's own fixture of the same name (the ``guest`` that the
+``test_fb_*`` modules import from ``fallback_kit``) takes precedence.
 """
 
 from __future__ import annotations
