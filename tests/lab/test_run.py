@@ -83,8 +83,13 @@ def test_run_on_default_suite_passes(tmp_path: Path) -> None:
     report = tmp_path / "report"
     done = npabench("run", str(path), "--report", str(report))
     assert done.returncode == 0, done.stdout + done.stderr
-    outcomes = {r["outcome"] for r in _results(report).values()}
-    assert outcomes == {"passed"}
+    results = _results(report).values()
+    outcomes = {r["outcome"] for r in results}
+    assert "passed" in outcomes and outcomes <= {"passed", "skipped"}, outcomes
+    # this lab has no guests or NICs: what needs them skips, saying so
+    for r in results:
+        if r["outcome"] == "skipped":
+            assert "lacks" in str(r), r
     assert leftovers(name) == []
 
 

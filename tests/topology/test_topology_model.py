@@ -82,8 +82,11 @@ def test_capabilities_of_the_emulated_lab() -> None:
         "nic:sriov",
         "nic:alpha-10g",
         "nic:beta-25g",
+        "nic:fpga-nic",
         "guests",
         "guests:1",
+        "guests:2",
+        "guests:3",
     }
 
 

@@ -176,6 +176,11 @@ class EmulatedBackend:
                     inner.append(f"addr add {iface.address} dev {iface.name}")
                 inner.append(f"link set {iface.name} up")
             run_ip_batch(inner, netns=ns)
+            # A host with two links on one switch (a NIC board's fibre beside its main
+            # uplink) must answer ARP only on the interface that owns the address.
+            run_local(
+                ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"]
+            )
 
     # -- ssh ---------------------------------------------------------------------
 
