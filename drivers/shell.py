@@ -16,12 +16,10 @@ for the guest-side view: counters, buffer accounting, plugin faults, reload.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import selectors
-import signal
 import socket
 import sys
 import time
@@ -36,8 +34,9 @@ from drivers.plugin_api import PLAIN_SEND, TX_RING_FULL, Buffer, PluginRefused, 
 from drivers.plugin_loader import load_plugin
 from drivers.tap import open_tap, tap_mtu
 from drivers.vf_attachment import VfAttachment
-from nic_emulators.config import ShellConfig, read_config, shm_name
+from nic_emulators.config import ShellConfig, shm_name
 from nic_emulators.control import Connection, ControlError, ControlServer
+from nic_emulators.process_main import serve
 from nic_emulators.vendors.engine import insert_vlan
 
 IDLE_WAKE_S = 0.05
@@ -569,21 +568,7 @@ class Shell:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drivers.shell", description=__doc__)
-    parser.add_argument("--config", required=True, type=Path, help="ShellConfig JSON file")
-    args = parser.parse_args(argv)
-    shell = Shell(read_config(ShellConfig, args.config))
-
-    def stop(*_: object) -> None:
-        shell.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        shell.run()
-    finally:
-        shell.close()
-    return 0
+    return serve("python -m drivers.shell", __doc__, ShellConfig, Shell, argv)
 
 
 if __name__ == "__main__":

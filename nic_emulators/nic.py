@@ -14,21 +14,19 @@ while it polls).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import selectors
-import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from nic_emulators.config import NicConfig, read_config, shm_name
+from nic_emulators.config import NicConfig, shm_name
 from nic_emulators.control import ControlServer
 from nic_emulators.eswitch import ESwitch
 from nic_emulators.link_watch import LinkWatch
 from nic_emulators.models import MODELS
 from nic_emulators.ports import PfPort, WirePort
+from nic_emulators.process_main import serve
 from nic_emulators.vendors import window as w
 from nic_emulators.vendors.engine import DeviceFault
 from nic_emulators.vf import VirtualFunction
@@ -381,23 +379,7 @@ class Nic:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nic_emulators.nic", description=__doc__)
-    parser.add_argument("--config", required=True, type=Path, help="NicConfig JSON file")
-    args = parser.parse_args(argv)
-    nic = Nic(read_config(NicConfig, args.config))
-
-    def stop(*_: object) -> None:
-        nic.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    started = time.monotonic()
-    try:
-        nic.run()
-    finally:
-        nic.close()
-    print(f"stopped after {time.monotonic() - started:.1f} s", flush=True)
-    return 0
+    return serve("python -m nic_emulators.nic", __doc__, NicConfig, Nic, argv)
 
 
 if __name__ == "__main__":

@@ -9,18 +9,16 @@ removal, power) and reacts as the hypervisor would.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import selectors
-import signal
 import socket
 import struct
 import sys
 from pathlib import Path
 from typing import Any
 
-from nic_emulators.config import VmxConfig, read_config, shm_name
+from nic_emulators.config import VmxConfig, shm_name
 from nic_emulators.control import (
     DEFERRED,
     Connection,
@@ -31,6 +29,7 @@ from nic_emulators.control import (
 )
 from nic_emulators.notify import Fifo
 from nic_emulators.ports import WirePort
+from nic_emulators.process_main import serve
 from nic_emulators.shm import SharedRegion
 from nic_emulators.vmxnet3 import layout as v
 from nic_emulators.vmxnet3.backend import EmulationBackend, EmulationFault, PfVport
@@ -398,21 +397,7 @@ class VmxProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nic_emulators.vmxnet3", description=__doc__)
-    parser.add_argument("--config", required=True, type=Path, help="VmxConfig JSON file")
-    args = parser.parse_args(argv)
-    process = VmxProcess(read_config(VmxConfig, args.config))
-
-    def stop(*_: object) -> None:
-        process.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        process.run()
-    finally:
-        process.close()
-    return 0
+    return serve("python -m nic_emulators.vmxnet3", __doc__, VmxConfig, VmxProcess, argv)
 
 
 if __name__ == "__main__":
