@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 from drivers.guest_memory import SMALL, GuestMemory
 from drivers.plugin_api import Buffer
@@ -19,8 +20,6 @@ class EmulatedRings:
     def __init__(
         self, region_name: str, doorbell: str, interrupt: str, memory: GuestMemory
     ) -> None:
-        from pathlib import Path
-
         self.region = SharedRegion.open(region_name)
         self.view = self.region.view
         self.regs = self.view[: v.WINDOW_BYTES].cast("I")
@@ -35,6 +34,20 @@ class EmulatedRings:
         self.rx_posted: dict[int, Buffer] = {}
         self.regs[v.RX_BUF_SIZE] = SMALL
         self.fences = 0
+
+    def remap(self, region_name: str, doorbell: str, interrupt: str) -> None:
+        """The device moved (live migration): the same rings, copied into another region
+        behind other notification FIFOs; every position the shell holds stays valid."""
+        self.regs.release()
+        self.view.release()
+        self.doorbell.close()
+        self.interrupt.close()
+        self.region.close()
+        self.region = SharedRegion.open(region_name)
+        self.view = self.region.view
+        self.regs = self.view[: v.WINDOW_BYTES].cast("I")
+        self.doorbell = Fifo(Path(doorbell))
+        self.interrupt = Fifo(Path(interrupt))
 
     def send(self, buffer: Buffer, length: int) -> bool:
         """Post one frame (the buffer is already filled); False when the ring is full."""

@@ -12,6 +12,13 @@ take the VF away at any moment; it follows the device's steps (``attach``,
 ``go``, ``hold``, ``detach``, ``vf-lost``; see ``nic_emulators.vmxnet3.device``)
 and reports a stuck or lying plugin as a runtime error. It serves ``shell.sock``
 for the guest-side view: counters, buffer accounting, plugin faults, reload.
+
+Live migration moves the device under the shell: ``freeze`` stops the guest
+(nothing is posted or reaped) for stop-and-copy, ``moved`` names the device
+socket on the destination host, where the shell re-attaches (``hello`` with
+``resume``) to the copied rings, and ``thaw`` resumes it on the source when a
+migration fails. How fast the guest lets go of its VF when asked (``hold``)
+is a lever for the tests (``vf-release``: at once, after a delay, never).
 """
 
 from __future__ import annotations
@@ -81,6 +88,13 @@ class Shell:
         self.fence_deadline = 0.0
         self.errors: list[str] = []
         self.next_id = 100
+        #: Stopped by the hypervisor for stop-and-copy: nothing moves until moved or thawed.
+        self.frozen = False
+        #: How the guest answers a request to let go of its VF: normal | delay | never.
+        self.release_mode = "normal"
+        self.release_delay_s = 0.0
+        #: A ``hold`` answered late (release_mode delay): (seq, when).
+        self.pending_hold: tuple[int, float] | None = None
         self.vmx = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.vmx.connect(str(self.run_dir / "vmx.sock"))
         self.vmx_inbuf = b""
@@ -158,7 +172,24 @@ class Shell:
                 self.tx_path = "vf" if self.vf is not None else "emu"
                 self._transmit()
             elif event == "hold":
+                if self.release_mode != "normal":  # a guest slow to let go, or never
+                    if self.release_mode == "delay":
+                        self.pending_hold = (int(seq or 0), time.monotonic() + self.release_delay_s)
+                    return
                 self.tx_path = "hold"
+            elif event == "release-cancelled":
+                self.pending_hold = None
+                if self.vf is not None and self.tx_path == "hold":
+                    self.tx_path = "vf"
+                    self._transmit()
+            elif event == "freeze":
+                self.frozen = True
+            elif event == "thaw":
+                self.frozen = False
+            elif event == "moved":
+                answer = self._move_device(str(message["socket"]), int(seq or 0))
+                if answer.get("ok"):
+                    return  # answered on the old device's connection
             elif event == "detach":
                 answer = self._detach(lost=False)
             elif event == "vf-lost":
@@ -170,6 +201,43 @@ class Shell:
             answer = {"ok": False, "reason": f"{type(err).__name__}: {err}"}
         if seq is not None:
             self._send_vmx("answer", seq=seq, **answer)
+
+    def _move_device(self, path: str, seq: int) -> dict[str, Any]:
+        """Re-attach to the guest's device on its new host: the rings were copied there at
+        stop-and-copy, so the shell's ring positions hold as they are."""
+        new = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            new.connect(path)
+        except OSError as err:
+            new.close()
+            return {"ok": False, "reason": f"cannot reach the new device at {path}: {err}"}
+        old, old_inbuf = self.vmx, self.vmx_inbuf
+        self.vmx, self.vmx_inbuf = new, b""
+        try:
+            hello = self._call_blocking(
+                "hello", memory=self.memory.name, tap=self.config.tap, pid=os.getpid(), resume=True
+            )
+        except (ControlError, OSError, ValueError) as err:
+            new.close()
+            self.vmx, self.vmx_inbuf = old, old_inbuf
+            return {"ok": False, "reason": f"the new device refused the guest: {err}"}
+        old.setblocking(True)
+        with contextlib.suppress(OSError):
+            old.sendall(
+                (json.dumps({"id": 0, "op": "answer", "seq": seq, "ok": True}) + "\n").encode()
+            )
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(old)
+        old.close()
+        self.vmx.setblocking(False)
+        self.selector.register(self.vmx, selectors.EVENT_READ, self._from_vmx)
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(self.emu.interrupt)
+        self.emu.remap(hello["region"], hello["doorbell"], hello["interrupt"])
+        self.selector.register(self.emu.interrupt, selectors.EVENT_READ, self.emu.interrupt.drain)
+        self.frozen = False
+        self._send_vmx("ready")
+        return {"ok": True}
 
     # -- passthrough ----------------------------------------------------------
 
@@ -504,12 +572,23 @@ class Shell:
         select = self.selector.select
         timeout = 0.0
         while not self.stopping:
-            self._watch_tap(len(self.pending) < TAP_BATCH)
+            self._watch_tap(not self.frozen and len(self.pending) < TAP_BATCH)
             registered = self.selector.get_map()
             for key, _ in select(timeout):
                 if registered.get(key.fd) is key:  # not unregistered by an earlier callback
                     key.data()
-            timeout = 0.0 if self._service() else self._arm()
+            if self.pending_hold is not None and time.monotonic() >= self.pending_hold[1]:
+                seq, self.pending_hold = self.pending_hold[0], None
+                self.tx_path = "hold"
+                self._send_vmx("answer", seq=seq, ok=True)
+            if self.frozen:  # stopped for stop-and-copy: only the device's steps are heard
+                timeout = IDLE_WAKE_S
+            elif self._service():
+                timeout = 0.0
+            else:
+                timeout = self._arm()
+            if self.pending_hold is not None:
+                timeout = min(timeout, max(0.0, self.pending_hold[1] - time.monotonic()))
 
     # -- guest-side control ---------------------------------------------------
 
@@ -530,6 +609,8 @@ class Shell:
                 "buffers": self.memory.audit(),
                 "errors": self.errors[-20:],
                 "plugin_fault": self.plugin_fault,
+                "frozen": self.frozen,
+                "vf_release": self.release_mode,
                 "installed": dict(self.installed),
             }
         if op == "plugin-fault":
@@ -541,6 +622,12 @@ class Shell:
                 inner = getattr(self.vf.plugin, "inner", self.vf.plugin)
                 self.vf.plugin = FaultyPlugin(inner, self.vf.window, fault) if fault else inner
             return {"fault": fault}
+        if op == "vf-release":
+            mode = str(args.get("mode", "normal"))
+            if mode not in ("normal", "delay", "never"):
+                raise ControlError(f"vf-release mode {mode!r}? (normal, delay, never)", "EINVAL")
+            self.release_mode, self.release_delay_s = mode, float(args.get("delay_ms", 0)) / 1000
+            return {"vf_release": mode, "delay_ms": self.release_delay_s * 1000}
         if op == "rx-refill":
             self.rx_refill = bool(args.get("on", True))
             return {"rx_refill": self.rx_refill}

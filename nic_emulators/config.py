@@ -94,6 +94,14 @@ class VmxConfig:
     mtu: int = 1500
     memory_reserved: bool = True
     policy: PortPolicy = field(default_factory=PortPolicy)
+    #: "" for the device a guest starts with; a migration destination gets a tag of its
+    #: own (its sockets, FIFOs and shared memory carry it) until it takes the guest over.
+    instance: str = ""
+    #: A migration destination: the address (``ip:port``, port 0 = any) it takes the
+    #: migration stream on, on its host's management network.
+    incoming: str = ""
+    #: Failure injection for tests (LM-05): the destination refuses the final state.
+    fail_incoming: bool = False
 
 
 @dataclass(frozen=True)

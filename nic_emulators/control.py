@@ -93,6 +93,9 @@ class ControlServer:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(path))
         path.chmod(0o600)
+        #: The socket file this server made: a device that took over the path (a migrated
+        #: guest's destination renames its socket over the source's) keeps it on close.
+        self.inode = path.stat().st_ino
         self.listener.listen(16)
         self.listener.setblocking(False)
         selector.register(self.listener, selectors.EVENT_READ, self._accept)
@@ -174,7 +177,13 @@ class ControlServer:
             self.selector.unregister(self.listener)
         self.listener.close()
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            if self.path.stat().st_ino == self.inode:
+                self.path.unlink()
+
+    def move_to(self, path: Path) -> None:
+        """Serve at ``path`` from now on (atomically replacing what was there)."""
+        self.path.replace(path)
+        self.path = path
 
 
 class ControlClient:

@@ -10,6 +10,8 @@ eswitch only knows 802.1Q.
 
 from __future__ import annotations
 
+import struct
+
 #: Ethernet header without a VLAN tag: destination, source, EtherType.
 ETH_HLEN = 14
 #: Length of one 802.1Q tag (TPID + TCI).
@@ -72,3 +74,10 @@ def insert_tag(frame: bytes, tag: bytes) -> bytes:
 def strip_tag(frame: bytes) -> bytes:
     """``frame`` without its (first) 802.1Q tag; the caller knows it is tagged."""
     return frame[:12] + frame[16:]
+
+
+def rarp(mac: str) -> bytes:
+    """A RARP request from ``mac`` (EtherType 0x8035), padded to the 60-byte minimum."""
+    own = bytes.fromhex(mac.replace(":", ""))
+    body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 3) + own + bytes(4) + own + bytes(4)
+    return (b"\xff" * 6 + own + b"\x80\x35" + body).ljust(60, b"\0")

@@ -115,6 +115,7 @@ class NicOperations:
             "SET_MTU": lambda a: self.port_op(a, "set_mtu", int(a["mtu"])),
             "SET_RSS_IND_TABLE": lambda a: {"table": list(a.get("table", []))},
             "PORT_CONFIG": lambda a: config_to_json(self.eswitch_call("config", self.port_name(a))),
+            "PORT_SET_CONFIG": self.port_set_config,
             "PORT_COUNTERS": lambda a: self.nic.eswitch.counters(self.port_name(a)),
             "VPORT_ADD": self.vport_add,
             "VPORT_DEL": self.vport_del,
@@ -178,6 +179,15 @@ class NicOperations:
     def port_op(self, args: Args, method: str, *params: Any) -> Args:
         port = self.port_name(args)
         self.eswitch_call(method, port, *params)
+        return config_to_json(self.nic.eswitch.config(port))
+
+    def port_set_config(self, args: Args) -> Args:
+        """A port's whole configuration at once, under its policy: what a migrated guest's
+        vport had on the source NIC, replayed at the destination before the guest resumes."""
+        port = self.port_name(args)
+        config = config_from_json(args["config"])
+        config.enabled = self.nic.eswitch.config(port).enabled
+        self.eswitch_call("replace_config", port, config)
         return config_to_json(self.nic.eswitch.config(port))
 
     @staticmethod

@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.errors import LabError
 from bench.lab import naming
@@ -54,7 +55,7 @@ LOG_TAIL_LINES = 8
 
 
 @dataclass(frozen=True)
-class _Started:
+class Started:
     """A process that must say READY: what it is (for errors), its log and its journal entry."""
 
     what: str
@@ -99,10 +100,10 @@ def start_data_path(
         _make_tap(topology.lab.name, guest)
     progress(f"{len(guests)} guest NIC(s) made (TAP {GUEST_TAP} in each guest's namespace)")
     devices = [_start_vmx(topology, state, guest) for guest in guests]
-    _wait_all_ready(devices, deadline)
+    wait_all_ready(devices, deadline)
     progress(f"{len(devices)} vmxnet3 device(s) ready")
-    shells = [_start_shell(topology, state, guest) for guest in guests]
-    _wait_all_ready(shells, deadline)
+    shells = [start_shell(topology, state, guest) for guest in guests]
+    wait_all_ready(shells, deadline)
     progress(f"{len(shells)} guest shell(s) ready")
 
 
@@ -138,7 +139,7 @@ def _start_nics(
                 log=run_dir / "nic.log",
             )
         )
-    _wait_all_ready(started, deadline)
+    wait_all_ready(started, deadline)
 
 
 # -- guests ----------------------------------------------------------------------
@@ -158,19 +159,31 @@ def _make_tap(lab: str, guest: Guest) -> None:
     )
 
 
-def _start_vmx(topology: Topology, state: LabState, guest: Guest) -> _Started:
-    lab = topology.lab.name
-    run_dir = guest_run_dir(state.directory, guest.name)
+def _start_vmx(topology: Topology, state: LabState, guest: Guest) -> Started:
+    return start_device(topology, state, guest)
+
+
+def device_config(
+    topology: Topology,
+    state_dir: Path,
+    guest: Guest,
+    *,
+    instance: str = "",
+    incoming: str = "",
+    fail_incoming: bool = False,
+) -> VmxConfig:
+    """The config of ``guest``'s vmxnet3 device on ``guest.host`` (a migration destination
+    passes the guest with that host, its ``instance`` tag and its ``incoming`` address)."""
     nic = topology.guest_nic(guest)
-    config = VmxConfig(
-        lab=lab,
+    return VmxConfig(
+        lab=topology.lab.name,
         guest=guest.name,
         host=guest.host,
         mac=guest.mac,
-        run_dir=str(run_dir),
-        nic_control=str(nic_control_socket(state.directory, guest.host, nic.name)) if nic else "",
+        run_dir=str(guest_run_dir(state_dir, guest.name)),
+        nic_control=str(nic_control_socket(state_dir, guest.host, nic.name)) if nic else "",
         nic_pf_port=(
-            str(nic_pf_socket(state.directory, guest.host, nic.name))
+            str(nic_pf_socket(state_dir, guest.host, nic.name))
             if nic and not guest.vswitch_uplink
             else ""
         ),
@@ -179,16 +192,27 @@ def _start_vmx(topology: Topology, state: LabState, guest: Guest) -> _Started:
         mtu=guest.mtu,
         memory_reserved=guest.memory_reserved,
         policy=guest.policy.port_policy(),
+        instance=instance,
+        incoming=incoming,
+        fail_incoming=fail_incoming,
     )
-    path = write_config(config, run_dir / "vmx.json")
+
+
+def start_device(topology: Topology, state: LabState, guest: Guest, **options: Any) -> Started:
+    """Start ``guest``'s vmxnet3 device on ``guest.host`` (``options``: see ``device_config``);
+    journalled as ``vmxnet3 <guest>``. Wait for it with ``wait_all_ready``."""
+    config = device_config(topology, state.directory, guest, **options)
+    tag = f"-{config.instance}" if config.instance else ""
+    run_dir = Path(config.run_dir)
+    path = write_config(config, run_dir / f"vmx{tag}.json")
     return _spawn(
         state,
-        naming.netns_name(lab, guest.host),
+        naming.netns_name(topology.lab.name, guest.host),
         "nic_emulators.vmxnet3",
         path,
         what=f"vmxnet3 device of guest {guest.name} (on host {guest.host})",
         name=f"vmxnet3 {guest.name}",
-        log=run_dir / "vmx.log",
+        log=run_dir / f"vmx{tag}.log",
     )
 
 
@@ -201,7 +225,7 @@ def _plain_uplink(topology: Topology, guest: Guest) -> str:
     return names[0] if names else ""
 
 
-def _start_shell(topology: Topology, state: LabState, guest: Guest) -> _Started:
+def start_shell(topology: Topology, state: LabState, guest: Guest) -> Started:
     lab = topology.lab.name
     run_dir = guest_run_dir(state.directory, guest.name)
     config = ShellConfig(lab=lab, guest=guest.name, tap=GUEST_TAP, run_dir=str(run_dir))
@@ -222,22 +246,22 @@ def _start_shell(topology: Topology, state: LabState, guest: Guest) -> _Started:
 
 def _spawn(
     state: LabState, netns: str, module: str, config: Path, *, what: str, name: str, log: Path
-) -> _Started:
+) -> Started:
     """Start ``python -m module --config config`` in ``netns`` and journal it at once."""
     argv = [sys.executable, "-u", "-m", module, "--config", str(config)]
     process = spawn_in_netns(netns, argv, name, log)
     state.record(process)
-    return _Started(what, log, process)
+    return Started(what, log, process)
 
 
-def _wait_all_ready(started: Sequence[_Started], deadline: float) -> None:
+def wait_all_ready(started: Sequence[Started], deadline: float) -> None:
     """Wait until each process has printed READY; LabError for the first that does not."""
     until = min(deadline, time.monotonic() + READY_TIMEOUT_S)
     for item in started:
         _wait_ready(item, until)
 
 
-def _wait_ready(item: _Started, until: float) -> None:
+def _wait_ready(item: Started, until: float) -> None:
     while True:
         if _said_ready(item.log):
             return

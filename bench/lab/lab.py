@@ -91,9 +91,30 @@ class Lab:
         path = guest_control_socket(self.state.directory, guest).with_name("shell.sock")
         return self._connect(path, f"the driver of guest {guest}", timeout)
 
-    def guest_nic(self, guest: str, timeout: float = 10.0) -> ControlClient:
-        """A control connection to the NIC ``guest`` takes its VFs from."""
+    def guest_host(self, guest: str) -> str:
+        """The host ``guest`` runs on now (its topology host until it migrates)."""
         spec = self._guest(guest)
+        return str(self.state.placement.get(guest, {}).get("host") or spec.host)
+
+    def guest_at(self, guest: str) -> Guest:
+        """``guest``'s topology entry as it stands now: with the host it runs on and the NIC
+        it takes VFs from there (a migrated guest's are its destination's)."""
+        spec = self._guest(guest)
+        placed = self.state.placement.get(guest)
+        if not placed:
+            return spec
+        return spec.model_copy(
+            update={
+                "host": placed["host"],
+                "nic": placed.get("nic"),
+                "vswitch_uplink": placed.get("vswitch_uplink"),
+                "switch": self.topology.guest_switch(spec),
+            }
+        )
+
+    def guest_nic(self, guest: str, timeout: float = 10.0) -> ControlClient:
+        """A control connection to the NIC ``guest`` takes its VFs from (on its current host)."""
+        spec = self.guest_at(guest)
         nic = self.topology.guest_nic(spec)
         if nic is None:
             raise UsageError(f"guest {guest!r} has no SR-IOV NIC on host {spec.host!r}")
@@ -253,6 +274,7 @@ class Lab:
         ]
 
     def _guest_entry(self, guest: Guest) -> dict[str, Any]:
+        guest = self.guest_at(guest.name)
         nic = self.topology.guest_nic(guest)
         entry: dict[str, Any] = {
             "name": guest.name,

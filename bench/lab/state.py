@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,9 @@ from typing import Any
 
 from bench.errors import LabError
 from bench.lab.procfs import is_alive, start_ticks
+
+#: One writer at a time within a process (migrations of several guests run in threads).
+_SAVE_LOCK = threading.Lock()
 
 #: Where labs keep their state; /run is a tmpfs, so a reboot forgets stale labs.
 DEFAULT_STATE_ROOT = Path("/run/npabench")
@@ -53,6 +57,10 @@ class LabState:
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Instrument name -> VISA resource string (emulators' filled in at `up`).
     instruments: dict[str, str] = field(default_factory=dict)
+    #: Guests that live-migrated: guest -> {"host", "nic", "instance"} (where it runs now).
+    placement: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Migrations started so far (each destination device gets the next number).
+    migrations: int = 0
 
     @property
     def file(self) -> Path:
@@ -102,6 +110,8 @@ class LabState:
                 ],
                 endpoints=dict(raw.get("endpoints", {})),
                 instruments=dict(raw.get("instruments", {})),
+                placement=dict(raw.get("placement", {})),
+                migrations=int(raw.get("migrations", 0)),
             )
         except FileNotFoundError:
             return None
@@ -129,6 +139,11 @@ class LabState:
         self.resources.extend(resources)
         self.save()
 
+    def forget(self, resource: Resource) -> None:
+        """Drop a resource that is gone (a migrated guest's device on its old host)."""
+        self.resources = [r for r in self.resources if r != resource]
+        self.save()
+
     def save(self) -> None:
         """Replace the state file atomically."""
         payload = {
@@ -141,7 +156,10 @@ class LabState:
             "resources": [asdict(r) for r in self.resources],
             "endpoints": self.endpoints,
             "instruments": self.instruments,
+            "placement": self.placement,
+            "migrations": self.migrations,
         }
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        tmp.replace(self.file)
+        tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
+        with _SAVE_LOCK:
+            tmp.write_text(json.dumps(payload, indent=1))
+            tmp.replace(self.file)

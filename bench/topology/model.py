@@ -361,6 +361,18 @@ class Limits(_Strict):
     vf_release_timeout_s: Number = Field(
         default=10.0, gt=0, description="how long a guest may take to release its VF"
     )
+    passthrough_return_s: Number = Field(
+        default=10.0,
+        gt=0,
+        description="after a migration, how long the guest may take from resuming at the "
+        "destination to passthrough there (when the destination offers a VF)",
+    )
+    timeline_slack_ms: Number = Field(
+        default=20.0,
+        ge=0,
+        description="how far outside the hypervisor's downtime a lost frame may have been "
+        "due and still count as lost inside it (queueing and latency on the way)",
+    )
     command_timeout_s: Number = Field(
         default=30.0, gt=0, description="default deadline of one command on a host"
     )

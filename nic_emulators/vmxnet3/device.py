@@ -13,7 +13,11 @@ and back with the VF operations and the shell's co-operation (ARCHITECTURE.md):
   then emulation with the reason; a VF that comes back is taken again.
 
 Sequences are generators: each ``yield`` waits for the shell's answer to one
-step, so the process keeps moving frames while a switch is in progress.
+step, so the process keeps moving frames while a switch is in progress. Every
+step that changes where the guest's data path runs is reported through
+``on_event`` (``vf-quiesced``, ``emulation-active``, ``plugin-loaded``,
+``passthrough-active``, ``rollback``...), timestamped by the process: the
+hypervisor's event stream that timelines are drawn from.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class DeviceModel:
         self.mode = "emulation"
         self.reason = "starting"
         self.vf: int | None = None
+        #: The VF was quiesced on the way to emulation and not yet released.
+        self.vf_quiesced = False
         self.info: dict[str, Any] | None = None
         self.saved: dict[str, Any] | None = None
         self.suspended = False
@@ -62,12 +68,17 @@ class DeviceModel:
         self.memory_name = ""
         self.sequence: Sequence | None = None
         self.sequence_name = ""
-        self.waiting_for: tuple[int, float] | None = None
+        self.waiting_for: tuple[int, float, float] | None = None
         self.on_done: list[Callable[[dict[str, Any] | None, str | None], None]] = []
         self.steps: list[str] = []
         self.started_at = 0.0
         self.next_seq = 1
         self.history: list[dict[str, Any]] = []
+        #: Where events go: ``on_event(name, details)`` (the process timestamps them).
+        self.on_event: Callable[[str, dict[str, Any]], None] = lambda name, details: None
+        #: The next step's answer deadline, when it is not STEP_TIMEOUT_S (a migration
+        #: waits ``vf_release_timeout_s`` for the guest to let go of its VF).
+        self.next_step_timeout_s: float | None = None
         #: Extra VF_INIT arguments: the port configuration and policy when the guest has
         #: no vport on the NIC to copy them from (its emulation uses a vSwitch uplink).
         self.init_args: dict[str, Any] = {}
@@ -103,21 +114,31 @@ class DeviceModel:
         self.on_done = [done] if done else []
         self._advance(None)
 
-    def _advance(self, answer: dict[str, Any] | None) -> None:
+    def _advance(self, answer: dict[str, Any] | None, error: SwitchFailed | None = None) -> None:
+        """Run the sequence to its next step: with the shell's ``answer`` to the last one,
+        or with ``error`` raised where it waits."""
         assert self.sequence is not None
         try:
-            event, details = (
-                self.sequence.send(answer) if answer is not None else next(self.sequence)
-            )
+            if error is not None:
+                event, details = self.sequence.throw(error)
+            elif answer is not None:
+                event, details = self.sequence.send(answer)
+            else:
+                event, details = next(self.sequence)
         except StopIteration:
             self._finish(None)
             return
         except (SwitchFailed, ControlError) as err:
             self._finish(str(err))
             return
+        self._send_step(event, details)
+
+    def _send_step(self, event: str, details: dict[str, Any]) -> None:
         seq = self.next_seq
         self.next_seq += 1
-        self.waiting_for = (seq, time.monotonic() + STEP_TIMEOUT_S)
+        timeout = self.next_step_timeout_s or STEP_TIMEOUT_S
+        self.next_step_timeout_s = None
+        self.waiting_for = (seq, time.monotonic() + timeout, timeout)
         self.steps.append(f"shell {event}")
         self.tell_shell(event, {"seq": seq, **details})
 
@@ -129,16 +150,17 @@ class DeviceModel:
 
     def check_timeouts(self) -> None:
         if self.waiting_for is not None and time.monotonic() > self.waiting_for[1]:
-            self.waiting_for = None
-            assert self.sequence is not None
-            try:
-                self.sequence.throw(
-                    SwitchFailed(f"the guest did not answer within {STEP_TIMEOUT_S:.0f} s")
-                )
-            except StopIteration:
-                self._finish(None)
-            except (SwitchFailed, ControlError) as err:
-                self._finish(str(err))
+            self.interrupt(
+                SwitchFailed(f"the guest did not answer within {self.waiting_for[2]:g} s")
+            )
+
+    def interrupt(self, error: SwitchFailed) -> None:
+        """Raise ``error`` inside the running sequence at the step it waits on (a timeout,
+        a cancelled migration); the sequence rolls back as it does on any failure."""
+        if self.sequence is None or self.waiting_for is None:
+            return
+        self.waiting_for = None
+        self._advance(None, error)
 
     def _finish(self, error: str | None) -> None:
         took_ms = (time.monotonic() - self.started_at) * 1000
@@ -149,6 +171,8 @@ class DeviceModel:
             "steps": self.steps,
         }
         self.history.append({"sequence": self.sequence_name, "error": error, **result})
+        if error:
+            self.on_event("sequence-failed", {"sequence": self.sequence_name, "reason": error})
         self.sequence, self.waiting_for = None, None
         callbacks, self.on_done = self.on_done, []
         for callback in callbacks:
@@ -176,18 +200,15 @@ class DeviceModel:
             raise SwitchFailed(self.reason) from err
         vf = int(acquired["vf"])
         self.vf = vf
+        self.on_event("vf-acquired", {"vf": vf, "nic": self.config.nic_control})
         try:
             info = self.nic_op("VF_GET_INFO", vf=vf)
-            features = frozenset(info["features"])
-            lacking = self.required_features - features
-            if lacking:
-                fail(f"incompatible adapter features: the VF lacks {', '.join(sorted(lacking))}")
-            if not features & {"csum", "vlan", "tso", "rss", "lro"}:
-                fail("the VF reports no usable capability")
+            self._check_features(frozenset(info["features"]))
             self.nic_op("VF_INIT", vf=vf, memory=self.memory_name, **self.init_args)
             answer = yield ("attach", {"info": info})
             if not answer.get("ok"):
                 fail(f"the guest refused the VF: {answer.get('reason')}")
+            self.on_event("plugin-loaded", {"vf": vf, "plugin": info.get("plugin")})
         except Exception as err:
             self._undo(vf, activated=False)
             self.reason = (
@@ -208,6 +229,7 @@ class DeviceModel:
             answer = yield ("tx-on", {})
         except Exception as err:
             self.steps.append("rollback")
+            self.on_event("rollback", {"vf": vf, "reason": str(err)})
             with contextlib.suppress(ControlError):  # steer back to the vport before the guest
                 self.nic_op("VF_QUIESCE", vf=vf)  # lets go of the VF, as to_emulation does
             with_detach = yield ("detach", {"reason": "rollback"})
@@ -219,6 +241,15 @@ class DeviceModel:
             raise
         self.info = info
         self.mode, self.reason = "passthrough", ""
+        self.on_event("passthrough-active", {"vf": vf, "plugin": info.get("plugin")})
+
+    def _check_features(self, features: frozenset[str]) -> None:
+        """Never enable what the VF lacks; a VF with no usable capability is no VF."""
+        lacking = self.required_features - features
+        if lacking:
+            fail(f"incompatible adapter features: the VF lacks {', '.join(sorted(lacking))}")
+        if not features & {"csum", "vlan", "tso", "rss", "lro"}:
+            fail("the VF reports no usable capability")
 
     def _undo(self, vf: int, activated: bool) -> None:
         """Roll a failed switch back: QUIESCE what was activated, RELEASE what was acquired."""
@@ -236,22 +267,28 @@ class DeviceModel:
             return
         yield ("hold", {})
         self.nic_op("VF_QUIESCE", vf=vf)
+        self.vf_quiesced = True
+        self.on_event("vf-quiesced", {"vf": vf, "reason": reason})
         answer = yield ("detach", {"reason": reason})
         self.mode, self.reason = "emulation", reason
+        self.on_event("emulation-active", {"reason": reason})
         if not answer.get("ok"):
             self.steps.append(f"guest: {answer.get('reason')}")
         try:
             self.saved = self.nic_op("VF_SAVE_STATE", vf=vf)
         finally:
             self.nic_op("VF_RELEASE", vf=vf)
-            self.vf, self.info = None, None
+            self.vf, self.info, self.vf_quiesced = None, None, False
+            self.on_event("vf-released", {"vf": vf})
 
     def vf_lost(self, reason: str, release: bool, drained: bool = False) -> Sequence:
         """The VF is gone or broken: the shell drops it at once, no handshake; ``drained``:
         it was quiesced first, so what the guest had posted did go out."""
         vf = self.vf
         self.mode, self.reason = "emulation", reason
+        self.on_event("vf-lost", {"vf": vf, "reason": reason})
         yield ("vf-lost", {"reason": reason, "drained": drained})
+        self.on_event("emulation-active", {"reason": reason})
         if release and vf is not None:
             try:
                 self.nic_op("VF_RELEASE", vf=vf)
