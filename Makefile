@@ -10,7 +10,7 @@ REPORT ?= report
 APT_PACKAGES := openssh-server openssh-client iproute2 iputils-ping tcpdump procps python3-venv
 LINTED := bench drivers nic_emulators tests conftest.py
 
-.PHONY: setup system run test bench lint clean
+.PHONY: setup system qemu qemu-sriov-image run test bench lint clean
 
 setup: system $(BIN)/.installed
 
@@ -24,6 +24,30 @@ system:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+## qemu: QEMU >= 10 (its igb model has SR-IOV), from bookworm-backports when missing.
+# The suite is added on the mirror the machine already uses for Debian.
+QEMU_SOURCES := /etc/apt/sources.list.d/npabench-bookworm-backports.sources
+qemu: system
+	@major=$$(qemu-system-x86_64 --version 2>/dev/null \
+	    | sed -n '1s/.*version \([0-9]*\).*/\1/p' || true); \
+	if [ "$${major:-0}" -lt 10 ]; then \
+	  mirror=$$(grep -hoE 'https?://deb\.debian\.org/debian/?( |$$)' \
+	    /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -n1 | tr -d ' ' \
+	    || true); \
+	  mirror=$${mirror:-http://deb.debian.org/debian}; \
+	  printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' \
+	    "$$mirror" /usr/share/keyrings/debian-archive-keyring.gpg > $(QEMU_SOURCES); \
+	  echo "make: installing qemu-system-x86 from bookworm-backports ($$mirror)"; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    -t bookworm-backports qemu-system-x86; \
+	fi
+
+## qemu-sriov-image: the igb lab host's kernel + initramfs under build/ (rebuilt when inputs change)
+QEMU_IMAGE_DIR := build/qemu-sriov-host
+qemu-sriov-image: qemu $(BIN)/.installed
+	$(BIN)/python -m bench.qemu.sriov_host_image $(QEMU_IMAGE_DIR)
+
 $(BIN)/.installed: pyproject.toml requirements.lock | system
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
@@ -35,7 +59,7 @@ run: setup
 	$(BIN)/npabench run $(TOPOLOGY) --report $(REPORT)
 
 ## test: lint, type-check, then the project's tests (real namespaces, sshd, sockets)
-test: setup lint
+test: setup lint qemu-sriov-image
 	$(BIN)/pytest tests --topology $(TOPOLOGY)
 
 lint: setup
