@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOPOLOGY ?= topologies/emulated-lab.yaml
 REPORT ?= report
-APT_PACKAGES := openssh-server openssh-client iproute2 iputils-ping tcpdump procps python3-venv
+APT_PACKAGES := openssh-server openssh-client iproute2 iputils-ping tcpdump procps python3-venv ethtool
 LINTED := bench drivers nic_emulators tests conftest.py
 
 .PHONY: setup system qemu qemu-sriov-image run test bench lint clean

@@ -16,6 +16,8 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+from nic_emulators.wire_checksum import complete_checksum
+
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -27,6 +29,8 @@ PACKET_IGNORE_OUTGOING = 23
 TPACKET_V2 = 1
 TP_STATUS_USER = 1
 TP_STATUS_VLAN_VALID = 0x10
+#: The sender left the L4 checksum to hardware (see ``wire_checksum``).
+TP_STATUS_CSUMNOTREADY = 0x8
 MAX_FRAME = 65536 + 64
 BATCH = 256
 #: The receive ring: 32 MiB of 4 KiB slots (8192 frames, ~80 ms at 100 kpps; longer frames
@@ -94,6 +98,8 @@ class WirePort:
                 frame += tci.to_bytes(2, "big") + bytes(ring[start + 12 : start + snaplen])
             else:
                 frame = bytes(ring[base + mac : base + mac + snaplen])
+            if status & TP_STATUS_CSUMNOTREADY and frame:
+                frame = complete_checksum(frame)
             ring[base : base + 4] = b"\0\0\0\0"  # TP_STATUS_KERNEL: the slot goes back
             slot = (slot + 1) % slots
             if frame:

@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.errors import LabError, UsageError
 from bench.hypervisor.interface import HypervisorEvent, MigrationResult, Outcome
+from bench.hypervisor.placement import check_destination, nic_at
 from bench.hypervisor.registry import register
 from bench.lab import Lab
 from bench.lab.data_path import start_device, start_shell, wait_all_ready
@@ -211,33 +212,15 @@ class EmulatedHypervisor:
         vSwitch uplink (kept if that host has the interface). Refuses a destination that
         cannot carry the guest."""
         topology = self.lab.topology
+        check_destination(topology, guest, source, destination)
+        host = topology.host(destination)
+        if host.backend != "emulated":
+            raise UsageError(
+                f"cannot migrate {guest} to {destination}: a {host.backend} host, and this is "
+                "the emulated hypervisor"
+            )
         spec = topology.guest(guest)
-        try:
-            host = topology.host(destination)
-        except KeyError:
-            known = ", ".join(h.name for h in topology.hosts if h.role == "hypervisor")
-            raise UsageError(
-                f"cannot migrate {guest}: no host {destination!r} (hypervisors: {known})"
-            ) from None
-        if destination == source:
-            raise UsageError(f"cannot migrate {guest}: it already runs on {destination}")
-        if host.backend != "emulated" or host.role != "hypervisor":
-            raise UsageError(
-                f"cannot migrate {guest} to {destination}: it is a {host.backend} "
-                f"{host.role}, not an emulated hypervisor"
-            )
-        switch = topology.guest_switch(spec)
-        if switch is not None and not any(i.switch == switch for i in host.interfaces):
-            raise UsageError(
-                f"cannot migrate {guest} to {destination}: it has no interface on switch "
-                f"{switch}, the guest's network"
-            )
-        own = host.nic(spec.nic) if spec.nic else None
-        nic = (
-            own
-            if own is not None and own.vfs > 0
-            else next((n for n in host.nics if n.vfs > 0), host.nics[0] if host.nics else None)
-        )
+        nic = nic_at(topology, guest, destination)
         uplink = spec.vswitch_uplink
         if uplink is not None and not any(i.name == uplink for i in host.interfaces):
             uplink = None

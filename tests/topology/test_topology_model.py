@@ -74,6 +74,7 @@ def test_capabilities_of_the_emulated_lab() -> None:
         "hosts:1",
         "hosts:2",
         "hosts:3",
+        "hosts:4",
         "backend:emulated",
         "role:hypervisor",
         "role:traffic-generator",

@@ -57,6 +57,10 @@ class _Machine:
 
 
 @register_backend("emulated")
+#: ethtool settings of every emulated data interface (see ``_build_network``).
+WIRE_OFFLOADS = ("tx", "off", "tso", "off", "gso", "off")
+
+
 class EmulatedBackend:
     """Brings up the emulated hosts of a topology, and their guests, on this machine."""
 
@@ -181,6 +185,12 @@ class EmulatedBackend:
             run_local(
                 ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"]
             )
+            # A veth stands for a NIC and its cable: what goes on the wire is segmented and
+            # checksummed, as a NIC's TSO and checksum offload leave it. Left on, the veth
+            # hands 64 KiB unchecksummed TCP frames to whatever reads the wire (a NIC
+            # emulator), which a real wire never carries.
+            for iface in machine.interfaces:
+                run_local(["ip", "netns", "exec", ns, "ethtool", "-K", iface.name, *WIRE_OFFLOADS])
 
     # -- ssh ---------------------------------------------------------------------
 

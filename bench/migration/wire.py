@@ -1,0 +1,82 @@
+"""What the traffic saw of one migration, per direction, lined up with the hypervisor's clock.
+
+The checker reports, per flow, the sequence numbers it never received and
+when its longest gap between arrivals ended (kernel receive timestamps, the
+same clock as the hypervisor's events on an emulated lab). A frame with
+sequence number k of a flow paced at R frames per second was due about
+k / R after the first arrival; a lost frame counts as lost *inside* the
+downtime when it was due between the guest's stop and resume, widened by
+``limits.timeline_slack_ms`` for what was queued on the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench.traffic.results import DirectionResult
+
+
+@dataclass(frozen=True)
+class WireView:
+    name: str
+    sent: int
+    lost: int
+    duplicates: int
+    reordered: int
+    #: The longest gap between arrivals, and when it began and ended (epoch seconds).
+    blackout_ms: float
+    blackout_from: float
+    blackout_to: float
+    lost_inside: int
+    lost_outside: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def wire_view(
+    result: DirectionResult, window: tuple[float, float] | None, slack_s: float
+) -> WireView:
+    """``result`` seen against ``window`` (the guest's stop and resume, epoch seconds)."""
+    first_rx = result.first_rx_ns / 1e9
+    gap_to = first_rx + result.gap_end_ms / 1000
+    rate = result.send_pps or 1.0
+    first_seq = result.missing[0][1] + 1 if result.missing and result.missing[0][0] == 0 else 0
+    inside = outside = 0
+
+    def due(seq: int) -> float:
+        return first_rx + (seq - first_seq) / rate
+
+    def count(lo: int, hi: int) -> None:
+        nonlocal inside, outside
+        for seq in range(lo, hi + 1):
+            if window is not None and window[0] - slack_s <= due(seq) <= window[1] + slack_s:
+                inside += 1
+            else:
+                outside += 1
+
+    listed = 0
+    for lo, hi in result.missing:
+        if lo == 0 and first_seq:
+            continue  # before the first arrival: counted as the tail below, not timed
+        count(lo, hi)
+        listed += hi - lo + 1
+    head = first_seq
+    tail = max(result.lost - listed - head, 0)
+    outside += head  # lost before anything arrived: not attributable to the migration
+    if tail:
+        top = result.unique + listed + head
+        count(top, top + tail - 1)
+    return WireView(
+        name=result.name,
+        sent=result.sent,
+        lost=result.lost,
+        duplicates=result.duplicates,
+        reordered=result.reordered,
+        blackout_ms=result.longest_gap_ms,
+        blackout_from=gap_to - result.longest_gap_ms / 1000,
+        blackout_to=gap_to,
+        lost_inside=inside,
+        lost_outside=outside,
+    )

@@ -1,0 +1,142 @@
+"""What the live-migration tests (LM-01 .. LM-10, ``test_lm_*.py``) share.
+
+Tests never name hosts: they ask for a destination by what it must offer
+(``destination``: the same NIC vendor or another, a VF or none) and skip,
+with the reason, on a topology that has none — the default lab has two
+vendors and a host without a NIC; ``topologies/migration-lab.yaml`` has the
+rest. Every migration runs through the orchestrator (``bench.migration``)
+under traffic both ways and is judged against the topology's ``limits:``.
+
+The fixture ``homecoming`` puts every guest back on its topology host (in
+passthrough where it can be) before and after each test, resets the guests'
+release levers, and checks that nothing leaked: one device process per guest,
+no VF owned by a guest that is not on that host, shared memory as found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bench.hypervisor import Hypervisor, hypervisor_for
+from bench.hypervisor.placement import nic_at
+from bench.lab import Lab
+from bench.lab.procfs import is_alive
+from bench.migration import MigrationRun, TrafficPlan, describe, offers_vf
+from nic_emulators.config import lab_shm_files
+from tests.conformance import kit
+
+#: Traffic during each migration: frames per second each way.
+PPS = 2000
+
+
+def plan(**changes: Any) -> TrafficPlan:
+    return TrafficPlan(pps=PPS, **changes)
+
+
+def vendor_at(lab: Lab, guest: str, host: str) -> str | None:
+    """The NIC model ``guest`` would take VFs from on ``host`` (None: no NIC with VFs)."""
+    nic = nic_at(lab.topology, guest, host)
+    return nic.model if nic is not None and nic.vfs > 0 else None
+
+
+def destination(
+    lab: Lab,
+    guest: str,
+    *,
+    vendor: str | None = None,
+    vf: bool = True,
+    exclude: frozenset[str] = frozenset(),
+) -> str:
+    """A hypervisor ``guest`` can migrate to (not one of ``exclude``): with a free VF
+    (``vf``) of the ``vendor`` relation "same" or "other" to where it runs now, or
+    without any VF (``vf=False``). Skips the test, saying why, if there is none."""
+    here = lab.guest_host(guest)
+    mine = vendor_at(lab, guest, here)
+    switch = lab.topology.guest_switch(lab.topology.guest(guest))
+    for host in lab.topology.hosts:
+        if host.name == here or host.name in exclude or host.role != "hypervisor":
+            continue
+        if switch is not None and not any(i.switch == switch for i in host.interfaces):
+            continue
+        theirs = vendor_at(lab, guest, host.name)
+        if not vf and theirs is None:
+            return host.name
+        related = vendor is None or (vendor == "same") == (theirs == mine)
+        if vf and theirs is not None and related and offers_vf(lab, guest, host.name):
+            return host.name
+    wanted = f"a {vendor} vendor VF" if vf and vendor else ("a free VF" if vf else "no VF")
+    pytest.skip(f"no hypervisor in lab {lab.name} offers {guest} {wanted} (from {mine} on {here})")
+
+
+def assert_passed(run: MigrationRun) -> None:
+    assert run.verdict.passed, describe(run)
+
+
+@pytest.fixture(name="hv")
+def hypervisor_fixture(lab: Lab) -> Hypervisor:
+    """The lab's hypervisor (its backend chosen by the topology's hosts)."""
+    return hypervisor_for(lab)
+
+
+@pytest.fixture(name="migratable")
+def migratable_fixture(lab: Lab) -> str:
+    """The guest under test: the first NPA guest of the topology."""
+    guests = kit.npa_guests(lab)
+    if not guests:
+        pytest.skip("no guest in npa mode on a host whose NIC has VFs")
+    return guests[0]
+
+
+def _home(lab: Lab, hv: Hypervisor) -> None:
+    for spec in lab.topology.guests:
+        if spec.host not in {h.name for h in lab.topology.hosts if h.backend == "emulated"}:
+            continue
+        with lab.guest_driver(spec.name) as driver:
+            driver.call("vf-release", mode="normal")
+        if hv.host_of(spec.name) != spec.host:
+            hv.migrate(spec.name, spec.host)
+    for name in kit.npa_guests(lab):
+        kit.ensure_passthrough(lab, name, timeout=float(lab.topology.limits.vf_release_timeout_s))
+
+
+def leaks(lab: Lab) -> list[str]:
+    """What a migration may leave behind: device processes, VFs, shared memory."""
+    problems = []
+    for spec in lab.topology.guests:
+        devices = [
+            r
+            for r in lab.state.resources
+            if r.name == f"vmxnet3 {spec.name}" and is_alive(r.pid, r.start_ticks)
+        ]
+        if len(devices) != 1:
+            problems.append(f"{spec.name}: {len(devices)} device processes running (want 1)")
+    for host in lab.topology.hosts:
+        for nic in host.nics:
+            if host.backend != "emulated" or nic.model is None:
+                continue
+            with lab.nic_control(host.name, nic.name) as control:
+                for vf in control.call("STATUS")["vfs"]:
+                    owner = vf.get("owner")
+                    if owner and lab.guest_host(owner) != host.name:
+                        problems.append(
+                            f"{host.name}/{nic.name} VF {vf['index']} still owned by {owner}, "
+                            f"which runs on {lab.guest_host(owner)}"
+                        )
+    return problems
+
+
+@pytest.fixture
+def homecoming(lab: Lab, hv: Hypervisor) -> Iterator[None]:
+    """Guests at home in passthrough before and after; nothing leaked by the test."""
+    _home(lab, hv)
+    shm_before = len(lab_shm_files(lab.name))
+    yield
+    _home(lab, hv)
+    problems = leaks(lab)
+    shm_after = len(lab_shm_files(lab.name))
+    if shm_after != shm_before:
+        problems.append(f"{shm_after} shared-memory files, {shm_before} before the test")
+    assert not problems, "the migration test left the lab changed:\n" + "\n".join(problems)
