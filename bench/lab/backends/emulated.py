@@ -56,11 +56,11 @@ class _Machine:
     interfaces: tuple[Interface, ...] = ()
 
 
-@register_backend("emulated")
 #: ethtool settings of every emulated data interface (see ``_build_network``).
 WIRE_OFFLOADS = ("tx", "off", "tso", "off", "gso", "off")
 
 
+@register_backend("emulated")
 class EmulatedBackend:
     """Brings up the emulated hosts of a topology, and their guests, on this machine."""
 
