@@ -14,14 +14,18 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from bench import __version__
+from bench.bringup.dump import add_parser as add_dump_parser
 from bench.errors import BenchError, LabError, UsageError
+from bench.history.commands import add_history_option
+from bench.history.commands import add_parsers as add_history_parsers
+from bench.history.store import history_path
 from bench.instruments.registry import open_instrument
-from bench.lab import Lab, LabState, attach, bring_down, bring_up, cleanup_lab
-from bench.lab.teardown import labs_with_links, labs_with_namespaces, labs_with_shared_memory
-from bench.runner import REPO_ROOT, run_suite
+from bench.lab import attach, bring_down, bring_up
+from bench.lab_commands import add_cleanup_parser, add_status_parser
+from bench.progress import to_stderr as progress
+from bench.runner import REPO_ROOT, RunOptions, run_suite
 from bench.signals import sigterm_interrupts
 from bench.ssh import render_ssh_config, run_on_all
 from bench.topology import Topology, load_topology
@@ -30,11 +34,6 @@ from bench.traffic.results import format_table
 from nic_emulators.control import ControlError
 
 DEFAULT_TOPOLOGY = "topologies/emulated-lab.yaml"
-
-
-def progress(message: str) -> None:
-    """Progress lines go to stderr so stdout stays parseable (``--json``)."""
-    print(f"npabench: {message}", file=sys.stderr, flush=True)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -77,98 +76,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     bring_down(Path(args.topology), progress)
     return 0
-
-
-def cmd_cleanup(args: argparse.Namespace) -> int:
-    labs = args.lab or _labs_on_this_machine()
-    if args.list:
-        for lab in labs:
-            print(f"{lab}: {_describe(lab)}")
-        return 0
-    if not labs:
-        progress("no lab to clean up")
-    busy = []
-    for lab in labs:
-        state = _readable_state(lab)
-        if state is not None and state.controller_alive() and not args.force:
-            busy.append(f"{lab} (in use by process {state.controller_pid})")
-            continue
-        for item in cleanup_lab(lab, progress):
-            print(f"removed {item}")
-    if busy:
-        message = f"left alone, still in use: {', '.join(busy)}; --force removes them"
-        if args.lab:  # named explicitly: refusing is an error; found by the scan: a note
-            raise UsageError(message)
-        progress(message)
-    return 0
-
-
-def _describe(lab: str) -> str:
-    try:
-        state = LabState.load(lab)
-    except LabError:
-        return "journal unreadable (cleanup removes it by its marks)"
-    if state is None:
-        return "no journal: leftovers of a lost lab"
-    if state.controller_alive():
-        return f"{state.status}, in use by process {state.controller_pid}"
-    return f"{state.status} (from {state.topology or 'unknown topology'})"
-
-
-def _readable_state(lab: str) -> LabState | None:
-    try:
-        return LabState.load(lab)
-    except LabError:
-        return None  # cleanup_lab reports it and sweeps by marks
-
-
-def _labs_on_this_machine() -> list[str]:
-    """Labs with a state directory, plus labs whose namespaces, links or shared memory
-    outlived their state."""
-    found = labs_with_namespaces() | labs_with_links() | labs_with_shared_memory()
-    return sorted(set(LabState.known_labs()) | found)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    path = Path(args.topology)
-    topo = load_topology(path)
-    state = LabState.load(topo.lab.name)
-    info: dict[str, Any] = (
-        Lab(topo, path, state).status()
-        if state is not None
-        else {
-            "lab": topo.lab.name,
-            "status": "down",
-            "topology": str(path),
-            "hosts": [],
-            "nics": [],
-            "guests": [],
-        }
-    )
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(f"lab {info['lab']}: {info['status']}")
-    for host in info["hosts"]:
-        ssh = host.get("ssh")
-        where = f"{ssh['user']}@{ssh['address']}:{ssh['port']}" if ssh else "-"
-        print(f"  {host['name']:<16} {host['backend']:<9} {host['role']:<18} {where}")
-    if info["guests"]:
-        print("guests:")
-    for guest in info["guests"]:
-        print(f"  {_guest_line(guest)}")
-    return 0
-
-
-def _guest_line(guest: dict[str, Any]) -> str:
-    """One guest in ``status``: where it runs and what its vmxnet3 device says."""
-    head = f"{guest['name']:<16} on {guest['host']:<12}"
-    if guest["mode"] == "unreachable":
-        return f"{head} unreachable: {guest.get('error', '')}"
-    vf = "-" if guest.get("vf") is None else str(guest["vf"])
-    plugin = guest.get("plugin") or "-"
-    reason = f"  ({guest['reason']})" if guest.get("reason") else ""
-    return f"{head} {guest['mode']:<12} vf {vf:<3} plugin {plugin}{reason}"
 
 
 def cmd_switch(args: argparse.Namespace) -> int:
@@ -287,14 +194,15 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     topology = Path(args.topology) if args.topology else REPO_ROOT / DEFAULT_TOPOLOGY
-    return run_suite(
-        topology,
+    options = RunOptions(
         report_dir=Path(args.report),
         keyword=args.k,
         suite=Path(args.suite) if args.suite else None,
         pytest_args=args.pytest_args,
-        progress=progress,
+        history=None if args.no_history else history_path(args.history),
+        step=args.step,
     )
+    return run_suite(topology, options, progress)
 
 
 def _add_traffic(p: argparse.ArgumentParser) -> None:
@@ -333,6 +241,25 @@ def _add_switch(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_switch)
 
 
+def _add_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "topology", nargs="?", default=None, help=f"topology file (default: {DEFAULT_TOPOLOGY})"
+    )
+    p.add_argument("-k", default=None, metavar="EXPR", help="only tests matching EXPR (pytest -k)")
+    p.add_argument("--report", default="report", metavar="DIR", help="report directory (report)")
+    p.add_argument("--suite", default=None, help="test directory (default: tests/conformance)")
+    p.add_argument(
+        "--step",
+        action="store_true",
+        help="bring-up: pause before each test; on a failure keep the lab up and say how "
+        "to reach its hosts and instruments",
+    )
+    add_history_option(p)
+    p.add_argument("--no-history", action="store_true", help="do not record this run")
+    p.epilog = "Arguments after -- go to pytest, e.g. npabench run FILE -- -x -vv"
+    p.set_defaults(func=cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="npabench",
@@ -364,22 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topology", help="topology file")
     p.set_defaults(func=cmd_down)
 
-    p = add("cleanup", "remove every trace of labs on this machine, even after a crash")
-    p.add_argument("lab", nargs="*", help="lab names (default: every lab found here)")
-    p.add_argument(
-        "--force", action="store_true", help="also labs whose controller (up/run) is still running"
-    )
-    p.add_argument("--list", action="store_true", help="only list the labs found, remove nothing")
-    p.set_defaults(func=cmd_cleanup)
-
-    p = add(
-        "status",
-        "show whether the lab is up, how to reach each host and guest, and each guest's "
-        "NIC mode (passthrough or emulation, why, which VF and plugin)",
-    )
-    p.add_argument("topology", help="topology file")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_status)
+    add_cleanup_parser(add)
+    add_status_parser(add)
 
     _add_switch(
         add(
@@ -418,15 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topology", help="topology file")
     p.set_defaults(func=cmd_ssh_config)
 
-    p = add("run", "bring the lab up, run the conformance suite, write results, tear down")
-    p.add_argument(
-        "topology", nargs="?", default=None, help=f"topology file (default: {DEFAULT_TOPOLOGY})"
-    )
-    p.add_argument("-k", default=None, metavar="EXPR", help="only tests matching EXPR (pytest -k)")
-    p.add_argument("--report", default="report", metavar="DIR", help="report directory (report)")
-    p.add_argument("--suite", default=None, help="test directory (default: tests/conformance)")
-    p.epilog = "Arguments after -- go to pytest, e.g. npabench run FILE -- -x -vv"
-    p.set_defaults(func=cmd_run)
+    _add_run(add("run", "bring the lab up, run the conformance suite, write the report, tear down"))
+
+    add_history_parsers(add)
+    add_dump_parser(add)
     return parser
 
 

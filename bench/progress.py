@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 #: Receives one human-readable progress line at a time.
@@ -10,3 +11,8 @@ Progress = Callable[[str], None]
 
 def silent(_: str) -> None:
     """A Progress that reports nothing."""
+
+
+def to_stderr(message: str) -> None:
+    """The CLI's Progress: lines on stderr, so stdout stays parseable (``--json``)."""
+    print(f"npabench: {message}", file=sys.stderr, flush=True)

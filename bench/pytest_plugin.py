@@ -2,21 +2,29 @@
 
 Fixtures: ``topology``, ``limits``, ``lab`` (session; attaches to a lab that
 is already up, else brings one up and tears it down at the end), ``hosts``
-(name -> connected SSH driver), ``artifacts`` (a directory per test).
+(name -> connected SSH driver), ``artifacts`` (a directory per test),
+``record_timeline`` (a timeline dict -> ``timeline-<n>.json`` in the artifacts,
+listed in the result; ``bench.report.timeline`` has the contract),
+``record_figure`` (a named number the run's history compares), ``step`` (names
+the step a test is at, for the live progress view).
 Markers: ``requires("hosts:3", "instrument:power-supply", ...)`` skips unless
 the lab provides every capability named (``bench.capabilities``: the topology
 must declare it *and* its backends must realise it; an unknown capability is
 a collection error); ``catalogue("DP-02")`` ties a test to the conformance
 catalogue. ``--results`` gets a run header, then one record per finished test
-(its setup/call/teardown folded, the worst outcome winning).
+(its setup/call/teardown folded, the worst outcome winning). ``--progress FILE``
+streams progress events (``bench.live.events``) and ``--step-gate FILE`` makes
+the run pause for an answer before each test and after a failure (bring-up).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +33,10 @@ from bench.capabilities import KNOWN_FORMS, is_known, unmet
 from bench.errors import BenchError
 from bench.lab import Lab, LabState, attach, bring_up_topology
 from bench.lab.teardown import tear_down
+from bench.live.events import EventWriter
+from bench.live.pytest_events import ProgressEvents
+from bench.live.step_gate import StepGate
+from bench.report.timeline import figure_names, write_timeline
 from bench.results import ResultWriter, RunHeader, TestResult
 from bench.signals import shielded, sigterm_interrupts
 from bench.ssh import SshHost
@@ -32,6 +44,10 @@ from bench.topology import Limits, Topology, load_topology
 
 _TOPOLOGY = pytest.StashKey[Topology | None]()
 _ARTIFACTS = pytest.StashKey[Path]()
+_PROGRESS = pytest.StashKey[ProgressEvents | None]()
+#: user_properties keys: a timeline file, and a figure (``figure:<name>``).
+TIMELINE_PROPERTY = "timeline"
+FIGURE_PREFIX = "figure:"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +55,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--topology", default=None, metavar="FILE", help="topology file of the lab")
     group.addoption("--results", default=None, metavar="FILE", help="append results (JSON lines)")
     group.addoption("--artifacts", default=None, metavar="DIR", help="per-test artifacts root")
+    group.addoption(
+        "--progress", default=None, metavar="FILE", help="stream progress events (JSON lines)"
+    )
+    group.addoption(
+        "--step-gate",
+        default=None,
+        metavar="FILE",
+        help="bring-up: before each test and after a failure, wait for a line from FILE "
+        "(run, skip, quit); needs --progress",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,6 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(err)) from None
     artifacts = config.getoption("--artifacts")
     config.stash[_ARTIFACTS] = Path(artifacts or config.rootpath / "report" / "artifacts")
+    progress = _register_progress(config)
     results = config.getoption("--results")
     if results:
         topo = config.stash[_TOPOLOGY]
@@ -62,7 +89,24 @@ def pytest_configure(config: pytest.Config) -> None:
             bench_version=__version__,
         )
         recorder = ResultRecorder(ResultWriter(Path(results)), config.stash[_ARTIFACTS], header)
+        if progress is not None:
+            recorder.on_result = progress.finished
         config.pluginmanager.register(recorder, "npabench-results")
+
+
+def _register_progress(config: pytest.Config) -> ProgressEvents | None:
+    """The live progress channel and the bring-up gate, when the controller asked for them."""
+    path, gate = config.getoption("--progress"), config.getoption("--step-gate")
+    if gate and not path:
+        raise pytest.UsageError("--step-gate needs --progress (the prompt goes there)")
+    progress = ProgressEvents(EventWriter(Path(path))) if path else None
+    config.stash[_PROGRESS] = progress
+    if progress is not None:
+        config.pluginmanager.register(progress, "npabench-progress")
+        if gate:
+            step_gate = StepGate(progress.writer, Path(gate), progress)
+            config.pluginmanager.register(step_gate, "npabench-step-gate")
+    return progress
 
 
 @pytest.hookimpl(wrapper=True)
@@ -163,6 +207,49 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
     return path
 
 
+@pytest.fixture
+def record_timeline(
+    request: pytest.FixtureRequest, artifacts: Path
+) -> Callable[[dict[str, Any]], Path]:
+    """``record_timeline(timeline) -> Path``: check the dict against the timeline contract
+    (``bench.report.timeline``; a malformed one raises naming the key), write it as
+    ``timeline-<n>.json`` in the test's artifacts and list it (and its figures) in the
+    test's result, where the report draws it and the history compares its figures."""
+
+    def record(timeline: dict[str, Any]) -> Path:
+        path = write_timeline(artifacts, timeline)
+        request.node.user_properties.append((TIMELINE_PROPERTY, str(path)))
+        for name, value in figure_names(timeline).items():
+            request.node.user_properties.append((FIGURE_PREFIX + name, value))
+        return path
+
+    return record
+
+
+@pytest.fixture
+def record_figure(request: pytest.FixtureRequest) -> Callable[[str, float], None]:
+    """``record_figure(name, value)``: a number this test measured (a blackout in ms, a
+    rate in pps), kept in the result and compared between runs by ``npabench compare``."""
+
+    def record(name: str, value: float) -> None:
+        if not isinstance(name, str) or not name:
+            raise BenchError(f"record_figure: the name must be a non-empty string, got {name!r}")
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value):
+            raise BenchError(f"record_figure({name!r}): must be a finite number, got {value!r}")
+        request.node.user_properties.append((FIGURE_PREFIX + name, float(value)))
+
+    return record
+
+
+@pytest.fixture
+def step(pytestconfig: pytest.Config) -> Callable[[str], None]:
+    """``step("switch to emulation")``: show the step this test is at in the live progress
+    view of ``npabench run`` (no effect without it)."""
+    progress = pytestconfig.stash.get(_PROGRESS, None)
+    return progress.step if progress is not None else lambda _: None
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _junit_properties(
     pytestconfig: pytest.Config, record_testsuite_property: Callable[[str, object], None]
@@ -221,6 +308,8 @@ class ResultRecorder:
         self.writer = writer
         self.artifacts_root = artifacts_root
         self._pending: dict[str, TestResult] = {}
+        #: Told of every result once it is on disk (the live progress view).
+        self.on_result: Callable[[TestResult], None] | None = None
         writer.start(header)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -235,4 +324,24 @@ class ResultRecorder:
         if report.when == "teardown":
             del self._pending[report.nodeid]
             folder = artifacts_dir(self.artifacts_root, report.nodeid)
-            self.writer.append(replace(result, artifacts=str(folder) if folder.exists() else ""))
+            timelines, figures = _recorded(report.user_properties)
+            result = replace(
+                result,
+                artifacts=str(folder) if folder.exists() else "",
+                timelines=timelines,
+                figures=figures,
+            )
+            self.writer.append(result)
+            if self.on_result is not None:
+                self.on_result(result)
+
+
+def _recorded(properties: list[tuple[str, object]]) -> tuple[tuple[str, ...], dict[str, float]]:
+    """The timelines and figures a test recorded, from its report's user properties."""
+    timelines = tuple(str(v) for k, v in properties if k == TIMELINE_PROPERTY)
+    figures = {
+        k.removeprefix(FIGURE_PREFIX): float(v)  # type: ignore[arg-type]
+        for k, v in properties
+        if k.startswith(FIGURE_PREFIX)
+    }
+    return timelines, figures

@@ -31,6 +31,10 @@ class TestResult:
     message: str = ""
     artifacts: str = ""
     finished_at: float = field(default_factory=time.time)
+    #: Timeline files (``record_timeline``), absolute paths, in the order recorded.
+    timelines: tuple[str, ...] = ()
+    #: Numeric figures the test measured (``record_figure``, timelines' ``figures``).
+    figures: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,12 @@ def read_results(path: Path) -> list[TestResult]:
             continue
         values = {k: v for k, v in raw.items() if k in _TEST_FIELDS}
         values["catalogue"] = tuple(values.get("catalogue", ()))
+        values["timelines"] = tuple(str(t) for t in values.get("timelines", ()))
+        figures = values.get("figures")
+        figures = figures if isinstance(figures, dict) else {}
+        values["figures"] = {
+            str(k): float(v) for k, v in figures.items() if isinstance(v, int | float)
+        }
         try:
             results.append(TestResult(**values))
         except TypeError:  # a required field missing: not a record we can use

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.lab import Lab
+from bench.report.traffic_timeline import EventLog, device_events, timeline_from_traffic
 from tests.conformance import kit
 from tests.conformance.fallback_kit import (
     HOLD_S,
@@ -33,6 +36,7 @@ from tests.conformance.fallback_kit import (
     under_traffic,
     undo_fixture,  # noqa: F401  (the fixture "undo")
     vfs_of,
+    vmx,
 )
 
 
@@ -63,29 +67,51 @@ def wait_sequence(
 @pytest.mark.catalogue("FB-01")
 @pytest.mark.requires("guests", "nic:sriov")
 def test_planned_switch_round_trip_loses_nothing_and_keeps_the_netdev(
-    lab: Lab, guest: str, undo: UndoList
+    lab: Lab,
+    guest: str,
+    undo: UndoList,
+    record_timeline: Callable[[dict[str, Any]], Path],
+    step: Callable[[str], None],
 ) -> None:
     """Steps: under traffic both ways, switch the guest passthrough -> emulation, keep it
     there for a while, switch it back to passthrough.
     Verify: every frame arrives once, in order, intact; the longest gap stays below
     ``blackout_ms``; emulation carried both directions in between and the VF after; the
-    guest's netdev (ifindex, name), MAC and IP are the same before, during and after."""
+    guest's netdev (ifindex, name), MAC and IP are the same before, during and after.
+    Report: a timeline of both directions with the bench's and the device's events."""
     undo("switch back to passthrough", back_to_passthrough(lab, guest))
     netdev = kit.netdev(lab, guest)
+    noted = EventLog(echo=step)
 
     def round_trip() -> dict[str, Any]:
+        noted.note("switch to emulation requested")
         down = kit.switch(lab, guest, "emulation")
+        noted.note(f"emulation reached ({down['took_ms']:.1f} ms)")
         start = counters(lab, guest)
         time.sleep(HOLD_S)  # the schedule: traffic runs on emulation
         during = kit.netdev(lab, guest)
+        noted.note("switch to passthrough requested")
         up = kit.switch(lab, guest, "passthrough")
+        noted.note(f"passthrough reached ({up['took_ms']:.1f} ms)")
         back = counters(lab, guest)
         time.sleep(HOLD_S)  # the schedule: traffic runs on the VF again
         emulation, passthrough = grown(start, back), grown(back, counters(lab, guest))
         return {"modes": (down["mode"], up["mode"]), "netdev": during, "emu": emulation,
-                "vf": passthrough}  # fmt: skip
+                "vf": passthrough, "took_ms": (down["took_ms"], up["took_ms"])}  # fmt: skip
 
+    since = time.time()
     results, seen = under_traffic(lab, guest, round_trip)
+    device_log = vmx(lab, guest, "events")["events"]
+    took_down, took_up = seen["took_ms"]
+    record_timeline(
+        timeline_from_traffic(
+            results,
+            title=f"FB-01 planned switch round trip of {guest}",
+            kind="fallback",
+            events=[*noted.events, *device_events(device_log, since, time.time())],
+            figures={"switch to emulation ms": took_down, "switch to passthrough ms": took_up},
+        )
+    )
 
     assert seen["modes"] == ("emulation", "passthrough"), seen
     assert seen["emu"]["emu_rx_packets"] > 0 and seen["emu"]["emu_tx_packets"] > 0, (

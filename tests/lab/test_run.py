@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tests.labkit import leftovers, npabench, wait_for, write_topology
+from tests.report.chromium import Elements, dump_dom
 
 SUITE = """
 import os, pathlib, time
@@ -32,6 +33,8 @@ def test_blocks_if_asked(lab):
     if not gate:
         return
     pathlib.Path(gate).write_text("started")
+    if os.environ.get("NPABENCH_TEST_CRASH"):
+        os.kill(os.getpid(), 9)  # pytest itself dies: no junit.xml, no summary from it
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.05)
@@ -54,7 +57,11 @@ def _results(report: Path) -> dict[str, dict]:
 def test_run_writes_results_junit_and_summary_and_tears_down(tmp_path: Path) -> None:
     path, name = write_topology(tmp_path, hosts=2)
     report = tmp_path / "report"
-    done = npabench("run", str(path), "--suite", str(_suite(tmp_path)), "--report", str(report))
+    history = tmp_path / "history.sqlite"
+    suite = str(_suite(tmp_path))
+    done = npabench(
+        "run", str(path), "--suite", suite, "--report", str(report), "--history", str(history)
+    )
     assert done.returncode == 1, "one test failed"
     results = _results(report)
     assert results["test_passes"]["outcome"] == "passed"
@@ -81,7 +88,7 @@ def test_run_on_default_suite_passes(tmp_path: Path) -> None:
     psu = {"name": "psu1", "kind": "power-supply", "model": "NPA-PSU2", "channels": 2}
     path, name = write_topology(tmp_path, hosts=3, instruments=[psu])
     report = tmp_path / "report"
-    done = npabench("run", str(path), "--report", str(report))
+    done = npabench("run", str(path), "--report", str(report), "--no-history")
     assert done.returncode == 0, done.stdout + done.stderr
     results = _results(report).values()
     outcomes = {r["outcome"] for r in results}
@@ -95,7 +102,7 @@ def test_run_on_default_suite_passes(tmp_path: Path) -> None:
 
 def test_ctrl_c_keeps_finished_results_and_tears_down(tmp_path: Path, spawn_cli) -> None:
     path, name = write_topology(tmp_path, hosts=2)
-    report, gate = tmp_path / "report", tmp_path / "gate"
+    report, gate, history = tmp_path / "report", tmp_path / "gate", tmp_path / "history.sqlite"
     controller = spawn_cli(
         "run",
         str(path),
@@ -103,7 +110,7 @@ def test_ctrl_c_keeps_finished_results_and_tears_down(tmp_path: Path, spawn_cli)
         str(_suite(tmp_path)),
         "--report",
         str(report),
-        env={**os.environ, "NPABENCH_TEST_GATE": str(gate)},
+        env={**os.environ, "NPABENCH_TEST_GATE": str(gate), "NPABENCH_HISTORY": str(history)},
     )
     wait_for(gate.exists, 90, "the blocking test to start")
     controller.send_signal(signal.SIGINT)
@@ -112,4 +119,37 @@ def test_ctrl_c_keeps_finished_results_and_tears_down(tmp_path: Path, spawn_cli)
     results = _results(report)
     assert results["test_passes"]["outcome"] == "passed"
     assert (report / "summary.md").exists()
+    assert leftovers(name) == []
+
+
+def test_run_report_shows_the_fb01_timeline_in_chromium(tmp_path: Path) -> None:
+    """Acceptance: the report of a run opens from disk in headless Chromium with the
+    results table and FB-01's timeline plot (traffic both ways, events, figures)."""
+    nic = {"name": "nic0", "model": "alpha-10g", "vfs": 2}
+    path, name = write_topology(tmp_path, hosts=2, nics={"h1": [nic]}, guests=1)
+    report = tmp_path / "report"
+    done = npabench(
+        "run", str(path), "-k", "test_planned_switch_round_trip", "--report", str(report),
+        "--no-history", timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    html = report / "report.html"
+    assert done.stderr.strip().splitlines()[-1] == f"npabench: report: {html.resolve()}"
+    page = Elements(dump_dom(html, tmp_path / "profile"))
+    assert page.by_id("results") is not None
+    assert len(page.with_class("tr", "outcome-passed")) == 1
+    (plot,) = page.with_class("svg", "timeline-plot")
+    assert plot["data-kind"] == "fallback"
+    assert len(page.with_class("polyline", "series")) == 2  # both directions
+    sources = {e["data-source"] for e in page.with_class("line", "event")}
+    assert sources == {"bench", "hypervisor"}, sources
+    text = html.read_text()
+    for event in ("switch to emulation requested", "vf-quiesced", "passthrough-active"):
+        assert event in text, event
+    results = _results(report)
+    figures = results["test_planned_switch_round_trip_loses_nothing_and_keeps_the_netdev"][
+        "figures"
+    ]
+    assert any(k.endswith("switch to emulation ms") for k in figures), figures
+    assert (report / "artifacts" / "lab").is_dir(), "the lab daemons' logs were not kept"
     assert leftovers(name) == []
