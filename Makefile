@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOPOLOGY ?= topologies/emulated-lab.yaml
 REPORT ?= report
-APT_PACKAGES := openssh-server openssh-client iproute2 iputils-ping tcpdump procps python3-venv ethtool
+APT_PACKAGES := openssh-server openssh-client iproute2 iputils-ping tcpdump procps python3-venv ethtool chromium
 LINTED := bench drivers nic_emulators tests conftest.py
 
 .PHONY: setup system qemu qemu-sriov-image run test bench lint clean
@@ -56,7 +56,8 @@ $(BIN)/.installed: pyproject.toml requirements.lock | system
 
 ## run: bring the default lab up, run the conformance suite, write the report, tear down
 run: setup
-	$(BIN)/npabench run $(TOPOLOGY) --report $(REPORT)
+	@status=0; $(BIN)/npabench run $(TOPOLOGY) --report $(REPORT) || status=$$?; \
+	echo "HTML report: $(abspath $(REPORT))/report.html"; exit $$status
 
 ## test: lint, type-check, then the project's tests (real namespaces, sshd, sockets)
 test: setup lint qemu-sriov-image
