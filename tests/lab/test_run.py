@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from tests.labkit import leftovers, npabench, wait_for, write_topology
+import pytest
+
+from tests.labkit import REPO, leftovers, npabench, wait_for, write_topology
 from tests.report.chromium import Elements, dump_dom
 
 SUITE = """
@@ -81,6 +85,16 @@ def test_run_writes_results_junit_and_summary_and_tears_down(tmp_path: Path) -> 
     assert "echo seen; exit 4" in host_log
     summary = (report / "summary.md").read_text()
     assert "| DP-02 |" in summary and "failed" in summary
+    html = (report / "report.html").read_text()
+    assert 'id="results"' in html and "h1 said" in html
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == f"npabench: report: {(report / 'report.html').resolve()}"
+    )
+    # not a terminal: progress as plain lines, test n of N
+    assert "npabench: [2/4] failed in" in done.stderr, done.stderr
+    listed = npabench("history", "--history", str(history), check=True).stdout
+    assert "complete" in listed and str(report.resolve()) in listed
     assert leftovers(name) == []
 
 
@@ -119,6 +133,121 @@ def test_ctrl_c_keeps_finished_results_and_tears_down(tmp_path: Path, spawn_cli)
     results = _results(report)
     assert results["test_passes"]["outcome"] == "passed"
     assert (report / "summary.md").exists()
+    html = (report / "report.html").read_text()
+    assert "This run was interrupted" in html and "test_passes" in html
+    listed = npabench("history", "--history", str(history), check=True).stdout
+    assert "interrupted" in listed
+    assert leftovers(name) == []
+
+
+def test_a_crashed_pytest_still_leaves_a_report_and_no_lab(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, name = write_topology(tmp_path, hosts=2)
+    report, gate = tmp_path / "report", tmp_path / "gate"
+    monkeypatch.setenv("NPABENCH_TEST_GATE", str(gate))
+    monkeypatch.setenv("NPABENCH_TEST_CRASH", "1")
+    suite = str(_suite(tmp_path))
+    done = npabench("run", str(path), "--suite", suite, "--report", str(report), "--no-history")
+    assert done.returncode == 3, done.stderr
+    results = _results(report)
+    assert {results["test_passes"]["outcome"], results["test_fails"]["outcome"]} == {
+        "passed",
+        "failed",
+    }
+    assert "This run was crashed" in (report / "report.html").read_text()
+    junit = ET.parse(report / "junit.xml").getroot()  # made from the results
+    assert {c.get("name") for c in junit.iter("testcase")} >= {"test_passes", "test_fails"}
+    assert leftovers(name) == []
+
+
+COMPARED = """
+import os
+import pytest
+
+REGRESS = bool(os.environ.get("NPABENCH_TEST_REGRESS"))
+
+@pytest.mark.catalogue("FB-01")
+def test_verdict(lab):
+    assert not REGRESS, "regressed on purpose"
+
+@pytest.mark.catalogue("PF-02")
+def test_figure(lab, record_figure):
+    record_figure("blackout ms", 80.0 if REGRESS else 10.0)
+    record_figure("throughput pps", 1000.0)
+"""
+
+
+def test_compare_finds_an_injected_regression_in_a_verdict_and_a_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, name = write_topology(tmp_path, hosts=1)
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_compared.py").write_text(COMPARED)
+    history = str(tmp_path / "history.sqlite")
+    common = ["--suite", str(suite), "--history", history]
+    good = npabench("run", str(path), "--report", str(tmp_path / "r1"), *common)
+    assert good.returncode == 0, good.stderr
+    monkeypatch.setenv("NPABENCH_TEST_REGRESS", "1")
+    bad = npabench("run", str(path), "--report", str(tmp_path / "r2"), *common)
+    assert bad.returncode == 1, bad.stderr
+
+    worse = npabench("compare", "1", "2", "--history", history)
+    assert worse.returncode == 1, worse.stdout + worse.stderr
+    assert "newly failing (1):" in worse.stdout
+    assert "FB-01" in worse.stdout and "passed -> failed: " in worse.stdout
+    assert "blackout ms: 10 -> 80 (+700%)" in worse.stdout
+    assert "throughput pps" not in worse.stdout  # it did not move
+    assert worse.stdout.strip().endswith("REGRESSION")
+    back = npabench("compare", "latest", "previous", "--history", history, "--json")
+    assert back.returncode == 0, back.stdout
+    data = json.loads(back.stdout)
+    assert data["regression"] is False and len(data["newly_passing"]) == 1
+    assert npabench("compare", "1", "2", "--history", history, "--tolerance", "800").returncode == 1
+    unknown = npabench("compare", "1", "9", "--history", history)
+    assert unknown.returncode == 2 and "no run 9" in unknown.stderr
+    assert leftovers(name) == []
+
+
+STEPPED = """
+def test_one(lab):
+    pass
+
+def test_two(hosts):
+    assert hosts["h0"].run("false").exit_status == 0, "h0 said no"
+
+def test_three(lab):
+    pass
+"""
+
+
+def test_step_mode_asks_before_each_test_and_shows_the_lab_after_a_failure(
+    tmp_path: Path,
+) -> None:
+    path, name = write_topology(tmp_path, hosts=1)
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_stepped.py").write_text(STEPPED)
+    report = tmp_path / "report"
+    # run one, run two, go on after its failure, skip three, then tear the lab down
+    answers = "\n\n\ns\n\n"
+    argv = ["run", str(path), "--suite", str(suite), "--report", str(report), "--step"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", *argv, "--no-history"],
+        input=answers,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+    )
+    assert done.returncode == 1, done.stderr
+    results = _results(report)
+    assert [r["outcome"] for r in results.values()] == ["passed", "failed", "skipped"]
+    assert "bring-up prompt" in results["test_three"]["message"]
+    assert done.stderr.count("[Enter] run it, s skip it, q stop the run") == 3
+    assert "FAILED (call)" in done.stderr and "h0 said no" in done.stderr
+    assert "npabench ssh-config" in done.stderr and "h0 " in done.stderr
     assert leftovers(name) == []
 
 
