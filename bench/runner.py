@@ -30,7 +30,7 @@ from bench.errors import BenchError, LabError
 from bench.history.store import record_run
 from bench.lab import Lab, bring_up_topology
 from bench.lab.teardown import tear_down
-from bench.live.display import display_for
+from bench.live.display import StatusLine, display_for
 from bench.live.monitor import ChildMonitor, Questions
 from bench.progress import Progress
 from bench.report import HTML_NAME, write_report
@@ -147,15 +147,25 @@ def _run_child(argv: list[str], lab: Lab, step: bool) -> int:
         fds.append(gate_read)
         argv.append(f"--step-gate=/dev/fd/{gate_read}")
         questions = Questions(gate_write, lambda: lab_access(lab))
+    display = display_for()
+    env = dict(os.environ)
+    if isinstance(display, StatusLine):  # pytest writes to our pipe but for the terminal
+        argv.append("--color=yes")
+        env["COLUMNS"] = str(shutil.get_terminal_size().columns)
     try:
         child = subprocess.Popen(
-            argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=fds
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=fds,
         )
     finally:
         for fd in fds:
             os.close(fd)
     try:
-        return ChildMonitor(child, events_read, display_for(), questions).run()
+        return ChildMonitor(child, events_read, display, questions).run()
     finally:
         os.close(events_read)
         if questions is not None:

@@ -152,37 +152,46 @@ def _files(report_dir: Path, folder: Path) -> str:
     return f'<ul class="files">{"".join(items[:MAX_FILES])}{tail}</ul>' if items else ""
 
 
-def _timelines(result: TestResult) -> str:
-    parts = []
+def _timelines(result: TestResult) -> tuple[str, list[str]]:
+    """The test's timeline sections, and their titles."""
+    parts, titles = [], []
     for name in result.timelines:
         path = Path(name)
         if not path.exists() and result.artifacts:  # the report directory was moved
             path = Path(result.artifacts) / path.name
         try:
-            parts.append(timeline_section(read_timeline(path)))
+            timeline = read_timeline(path)
         except TimelineError as err:
             parts.append(f'<p class="error">{escape(str(err))}</p>')
-    return "".join(parts)
+            continue
+        parts.append(timeline_section(timeline))
+        titles.append(str(timeline["title"]))
+    return "".join(parts), titles
 
 
-def _figures(result: TestResult) -> str:
-    if not result.figures:
+def _figures(result: TestResult, timeline_titles: list[str]) -> str:
+    """The figures the test recorded itself (a timeline's are shown with its plot)."""
+    own = {
+        k: v
+        for k, v in result.figures.items()
+        if not any(k.startswith(f"{title}: ") for title in timeline_titles)
+    }
+    if not own:
         return ""
-    rows = "".join(
-        f"<tr><td>{escape(k)}</td><td>{v:g}</td></tr>" for k, v in sorted(result.figures.items())
-    )
+    rows = "".join(f"<tr><td>{escape(k)}</td><td>{v:g}</td></tr>" for k, v in sorted(own.items()))
     return f'<table class="figures"><tr><th>figure</th><th>value</th></tr>{rows}</table>'
 
 
 def _test_section(report_dir: Path, n: int, result: TestResult) -> str:
     message = f"<pre>{escape(result.message)}</pre>" if result.message else ""
     artifacts = _files(report_dir, Path(result.artifacts)) if result.artifacts else ""
+    timelines, titles = _timelines(result)
     return (
         f'<section class="test outcome-{escape(result.outcome)}" id="test-{n}">'
         f"<h3>{escape(', '.join(result.catalogue) or '-')} "
         f"<code>{escape(result.nodeid)}</code></h3>"
         f'<p>verdict: <span class="outcome">{escape(result.outcome)}</span> '
-        f"in {result.duration:.2f} s</p>{message}{_timelines(result)}{_figures(result)}"
+        f"in {result.duration:.2f} s</p>{message}{timelines}{_figures(result, titles)}"
         f"{'<h4>artifacts</h4>' + artifacts if artifacts else ''}</section>"
     )
 
