@@ -48,6 +48,8 @@ _PROGRESS = pytest.StashKey[ProgressEvents | None]()
 #: user_properties keys: a timeline file, and a figure (``figure:<name>``).
 TIMELINE_PROPERTY = "timeline"
 FIGURE_PREFIX = "figure:"
+#: A failed phase's full report (traceback, captured output), in the test's artifacts.
+FAILURE_FILE = "failure-{when}.txt"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -321,6 +323,11 @@ class ResultRecorder:
         duration = report.duration + (previous.duration if previous else 0.0)
         result = TestResult(report.nodeid, outcome, duration, catalogue, message)
         self._pending[report.nodeid] = result
+        if report.failed and report.longreprtext:
+            # The whole story (traceback, captured output) for the report to show.
+            folder = artifacts_dir(self.artifacts_root, report.nodeid)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / FAILURE_FILE.format(when=report.when)).write_text(report.longreprtext)
         if report.when == "teardown":
             del self._pending[report.nodeid]
             folder = artifacts_dir(self.artifacts_root, report.nodeid)

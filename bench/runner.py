@@ -110,7 +110,7 @@ def run_suite(topology_path: Path, options: RunOptions, progress: Progress) -> i
         ending = "complete" if status in _COMPLETE else "crashed"
         if status == pytest.ExitCode.INTERRUPTED:
             ending = "interrupted"
-        if options.step and status != pytest.ExitCode.OK:
+        if options.step and status == pytest.ExitCode.TESTS_FAILED:
             _hold_for_inspection(lab, progress)
     except KeyboardInterrupt:
         ending = "interrupted"

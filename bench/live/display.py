@@ -35,6 +35,31 @@ class RunDisplay(Protocol):
     def close(self) -> None: ...
 
 
+class WholeLines:
+    """Passes output on a whole line at a time, so lines of our own never land in the
+    middle of one of the child's (pytest's row of dots for a test file, say)."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.partial = b""
+
+    def complete(self, data: bytes) -> bool:
+        """Whether ``data`` completes a line (so writing it prints something)."""
+        return b"\n" in data
+
+    def write(self, data: bytes) -> None:
+        lines, newline, self.partial = (self.partial + data).rpartition(b"\n")
+        if newline:
+            self.out.write(lines + newline)
+            self.out.flush()
+
+    def close(self) -> None:
+        if self.partial:
+            self.out.write(self.partial + b"\n")
+            self.partial = b""
+        self.out.flush()
+
+
 class _Tally:
     """What both views know: where the run is."""
 
@@ -66,16 +91,17 @@ class _Tally:
 
 
 class PlainLines:
-    """For logs: the child's output as it comes, and a line per test started and finished."""
+    """For logs: the child's output a line at a time, and a line per test started and
+    finished."""
 
     def __init__(self, out: IO[str] | None = None, child_out: IO[bytes] | None = None) -> None:
         self.out = out or sys.stderr
         self.child_out = child_out or sys.stdout.buffer
         self.tally = _Tally()
+        self.lines = WholeLines(self.child_out)
 
     def output(self, data: bytes) -> None:
-        self.child_out.write(data)
-        self.child_out.flush()
+        self.lines.write(data)
 
     def event(self, event: dict[str, Any]) -> None:
         self.tally.update(event)
@@ -104,7 +130,7 @@ class PlainLines:
         """The answer ended the prompt's line."""
 
     def close(self) -> None:
-        self.child_out.flush()
+        self.lines.close()
 
 
 class StatusLine:
@@ -114,7 +140,7 @@ class StatusLine:
         self.out = out or sys.stderr
         self.child_out = child_out or sys.stdout.buffer
         self.tally = _Tally()
-        self.partial = b""
+        self.lines = WholeLines(self.child_out)
         self.shown = False
         #: A question is on the last line: nothing is drawn over it until it is answered.
         self.asking = False
@@ -144,13 +170,12 @@ class StatusLine:
         self.shown = True
 
     def output(self, data: bytes) -> None:
-        lines, _, self.partial = (self.partial + data).rpartition(b"\n")
-        if not _:
-            return
-        self._clear()
-        self.child_out.write(lines + b"\n")
-        self.child_out.flush()
-        self._draw()
+        if self.lines.complete(data):
+            self._clear()
+            self.lines.write(data)
+            self._draw()
+        else:
+            self.lines.write(data)
 
     def event(self, event: dict[str, Any]) -> None:
         self.tally.update(event)
@@ -176,10 +201,7 @@ class StatusLine:
 
     def close(self) -> None:
         self._clear()
-        if self.partial:
-            self.child_out.write(self.partial + b"\n")
-            self.partial = b""
-        self.child_out.flush()
+        self.lines.close()
 
 
 def display_for(stream: IO[str] | None = None) -> RunDisplay:

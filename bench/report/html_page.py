@@ -184,6 +184,12 @@ def _figures(result: TestResult, timeline_titles: list[str]) -> str:
 
 def _test_section(report_dir: Path, n: int, result: TestResult) -> str:
     message = f"<pre>{escape(result.message)}</pre>" if result.message else ""
+    if result.artifacts:
+        for failure in sorted(Path(result.artifacts).glob("failure-*.txt")):
+            message += (
+                f"<details><summary>{escape(failure.stem)}: traceback and output</summary>"
+                f"<pre>{escape(failure.read_text(errors='replace'))}</pre></details>"
+            )
     artifacts = _files(report_dir, Path(result.artifacts)) if result.artifacts else ""
     timelines, titles = _timelines(result)
     return (

@@ -46,8 +46,9 @@ def test_a_question_is_not_drawn_over_until_answered() -> None:
 
 
 def test_plain_lines_for_logs() -> None:
-    out = io.StringIO()
-    view = PlainLines(out, io.BytesIO())
+    out, child = io.StringIO(), io.BytesIO()
+    view = PlainLines(out, child)
+    view.output(b"t.py .")  # pytest's row of dots is passed on whole, never cut by our lines
     view.event({"event": "start", "nodeid": "t.py::test_a", "index": 1, "total": 2})
     view.event({"event": "step", "text": "setup"})
     view.event({"event": "step", "text": "switch to emulation"})
@@ -58,3 +59,6 @@ def test_plain_lines_for_logs() -> None:
     assert lines[0].startswith("npabench: [1/2] t.py::test_a (elapsed 0:00:0")
     assert lines[1] == "npabench: [1/2] step: switch to emulation"  # phases are left out
     assert lines[2].startswith("npabench: [1/2] passed in 1.5 s: t.py::test_a")
+    assert child.getvalue() == b""
+    view.output(b".\n")
+    assert child.getvalue() == b"t.py ..\n"

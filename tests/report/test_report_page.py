@@ -105,6 +105,7 @@ def test_the_report_opens_in_chromium_with_results_and_timeline(
         assert (report / link).exists(), link
     text = html.read_text()
     assert "expected 0 lost frames, saw 1" in text and "the topology lacks nic:sriov" in text
+    assert "failure-call: traceback and output" in text and "assert 1 == 2" in text
 
 
 def test_junit_references_captures_and_timelines(report: Path) -> None:
