@@ -35,9 +35,14 @@ LINUX_SETTINGS = frozenset(VfSetting) - {VfSetting.MTU}
 
 
 class CommandOutcome(Protocol):
-    exit_status: int
-    stdout: str
-    stderr: str
+    """A finished command's status and output (the bench's ``CommandResult`` is one)."""
+
+    @property
+    def exit_status(self) -> int: ...
+    @property
+    def stdout(self) -> str: ...
+    @property
+    def stderr(self) -> str: ...
 
 
 class CommandHost(Protocol):
@@ -98,6 +103,19 @@ class LinuxPf:
                 detail="the PF has no network interface (no driver bound?)",
             )  # fmt: skip
         return names[0]
+
+    def wait_for_link(self, timeout: float = 10.0) -> None:
+        """Wait (on the host, with a deadline) until the PF has carrier: some drivers (igb)
+        refuse rate limits while the link is down or still negotiating after a VF change."""
+        carrier = shlex.quote(f"/sys/class/net/{self.netdev()}/carrier")
+        polls = max(1, int(timeout / 0.05))
+        self.run(
+            f'i=0; until [ "$(cat {carrier} 2>/dev/null)" = 1 ]; do i=$((i+1)); '
+            f'[ $i -ge {polls} ] && {{ echo "no carrier after {timeout:g} s" >&2; exit 1; }}; '
+            "sleep 0.05; done",
+            action="wait for the PF's link",
+            timeout=timeout + 10,
+        )
 
     def _read_int(self, attribute: str) -> int:
         path = f"{cmd.sysfs(self.pci)}/{attribute}"

@@ -119,11 +119,12 @@ def parse_vf_stats(ip_json: str, vf: int) -> dict[str, int] | None:
         stats = entry.get("stats")
         if int(entry["vf"]) == vf and stats:
             rx, tx = stats.get("rx", {}), stats.get("tx", {})
+            # iproute2 6.1 names the TX ones "tx_packets"/"tx_bytes" inside "tx"; later ones not.
             return {
                 "rx_packets": int(rx.get("packets", 0)),
                 "rx_bytes": int(rx.get("bytes", 0)),
-                "tx_packets": int(tx.get("packets", 0)),
-                "tx_bytes": int(tx.get("bytes", 0)),
+                "tx_packets": int(tx.get("packets", tx.get("tx_packets", 0))),
+                "tx_bytes": int(tx.get("bytes", tx.get("tx_bytes", 0))),
             }
     return None
 

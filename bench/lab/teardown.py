@@ -21,6 +21,7 @@ import subprocess
 
 from bench.errors import LabError
 from bench.lab import naming
+from bench.lab.backends.real_nics import restore_real_nics, unrestored_pfs
 from bench.lab.processes import (
     is_running,
     netns_pids,
@@ -96,6 +97,7 @@ def leftovers(state: LabState) -> list[str]:
     found += [f"link {link}" for link in lab_links(state.lab)]
     found += [f"process {pid}" for pid in lab_processes(state)]
     found += [f"shared memory {path}" for path in lab_shm_files(state.lab)]
+    found += unrestored_pfs(state)
     return found
 
 
@@ -116,6 +118,8 @@ def _tear_down(state: LabState, progress: Progress) -> list[str]:
             state.save()
     removed: list[str] = []
 
+    # Real NICs first: their hosts (a QEMU lab host among them) must still answer.
+    removed += restore_real_nics(state, progress)
     processes = [running_process(pid, "lab process") for pid in lab_processes(state)]
     stop_processes(processes)
     removed += [f"process {p.pid}" for p in processes]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,8 +117,14 @@ def _wait_for_ssh(endpoint: SshEndpoint, process: QemuProcess, deadline: float) 
             time.sleep(0.2)
 
 
-def boot_sriov_host(config: SriovHostConfig, timeout: float = 60.0) -> RunningSriovHost:
-    """Boot the host and wait until the bench can log in over SSH; stopped again on failure."""
+def boot_sriov_host(
+    config: SriovHostConfig,
+    timeout: float = 60.0,
+    on_started: Callable[[QemuProcess], object] | None = None,
+) -> RunningSriovHost:
+    """Boot the host and wait until the bench can log in over SSH; stopped again on failure.
+
+    ``on_started`` is called as soon as QEMU runs (a lab journals its PID there)."""
     started = time.monotonic()
     deadline = started + timeout
     accel = config.accel or usable_accelerator(config.image_dir / "vmlinuz")
@@ -133,6 +140,8 @@ def boot_sriov_host(config: SriovHostConfig, timeout: float = 60.0) -> RunningSr
     )
     try:
         process.start()
+        if on_started is not None:
+            on_started(process)
         _wait_for_console(process, deadline)
         _wait_for_ssh(endpoint, process, deadline)
     except BaseException:

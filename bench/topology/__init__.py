@@ -11,9 +11,11 @@ from bench.topology.model import (
     LabSpec,
     Limits,
     Nic,
+    QemuHost,
     SshAccess,
     Switch,
     Topology,
+    VfSpec,
 )
 
 __all__ = [
@@ -26,11 +28,13 @@ __all__ = [
     "Limits",
     "Nic",
     "Position",
+    "QemuHost",
     "SshAccess",
     "Switch",
     "Topology",
     "TopologyError",
     "TopologyIssue",
+    "VfSpec",
     "load_topology",
     "load_topology_with_source",
 ]

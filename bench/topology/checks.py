@@ -107,6 +107,26 @@ def _unique_names(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPa
                     first[child.name] = path
 
 
+def _real_nic_rules(h: int, host: Host) -> Iterator[tuple[FieldPath, str]]:
+    """``qemu:`` and ``vf_config:`` belong to lab hosts; a VF setting names an existing VF."""
+    if host.qemu is not None and host.backend != "lab":
+        yield (
+            ("hosts", h, "qemu"),
+            f"host {host.name!r} has backend {host.backend!r}: expected 'qemu:' only on a "
+            "'backend: lab' host (one the bench boots and then reaches over SSH)",
+        )
+    for n, nic in enumerate(host.nics):
+        for v, spec in enumerate(nic.vf_config):
+            path: FieldPath = ("hosts", h, "nics", n, "vf_config", v)
+            if host.backend != "lab":
+                yield (path, "VF settings are for real NICs: expected 'vf_config:' on lab hosts")
+            elif spec.vf >= nic.vfs:
+                yield (
+                    (*path, "vf"),
+                    f"expected a VF index below vfs: {nic.vfs} of NIC {nic.name!r}, got {spec.vf}",
+                )
+
+
 def _host_rules(topo: Topology) -> Iterator[tuple[FieldPath, str]]:
     for h, host in enumerate(topo.hosts):
         if host.backend == "lab" and host.ssh is None:
@@ -121,6 +141,7 @@ def _host_rules(topo: Topology) -> Iterator[tuple[FieldPath, str]]:
                 f"host {host.name!r} has backend 'emulated', which gets its SSH endpoint "
                 "from the bench: expected no 'ssh:' (or set 'backend: lab')",
             )
+        yield from _real_nic_rules(h, host)
         for i, iface in enumerate(host.interfaces):
             reserved = RESERVED_INTERFACE_NAMES.get(iface.name)
             if host.backend == "emulated" and reserved is not None:

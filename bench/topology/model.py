@@ -166,6 +166,33 @@ class Interface(_Strict):
     mac: MacAddress | None = None
 
 
+class VfSpec(_Strict):
+    """Settings the PF gives one VF of a real NIC at ``up`` (``ip link set <pf> vf N ...``);
+    what is left out stays as the NIC has it. ``down`` puts back what was there before."""
+
+    vf: Count = Field(ge=0, le=255, description="VF index, from 0")
+    mac: MacAddress | None = None
+    vlan: Count | None = Field(default=None, ge=0, le=4094, description="port VLAN (0: none)")
+    qos: Count | None = Field(default=None, ge=0, le=7, description="802.1p priority of it")
+    spoofchk: Flag | None = None
+    trust: Flag | None = None
+    link_state: Literal["auto", "enable", "disable"] | None = None
+    max_tx_rate: Count | None = Field(default=None, ge=0, description="Mbit/s, 0: no limit")
+    min_tx_rate: Count | None = Field(default=None, ge=0, description="Mbit/s, 0: no minimum")
+
+
+class QemuHost(_Strict):
+    """A lab host the bench boots itself: a QEMU guest with an igb (SR-IOV) NIC, reached
+    over SSH on the ``ssh:`` port of 127.0.0.1 like any lab server (tests and demos)."""
+
+    image: str = Field(
+        min_length=1,
+        description="directory of the built image (kernel, initrd, keys; relative to the "
+        "topology file): `make qemu-sriov-image` makes build/qemu-sriov-host",
+    )
+    memory_mb: Count = Field(default=512, ge=256, le=8192)
+
+
 class Nic(_Strict):
     """An SR-IOV capable NIC of a host: an emulator model or a real PCI device."""
 
@@ -182,6 +209,9 @@ class Nic(_Strict):
         description="the host interface that is this NIC's uplink (emulated hosts: "
         "default the host's first interface)",
     )
+    vf_config: tuple[VfSpec, ...] = Field(
+        default=(), description="real NICs: settings of individual VFs, applied at up"
+    )
 
 
 class Host(_Strict):
@@ -191,6 +221,9 @@ class Host(_Strict):
     backend: Literal["emulated", "lab"] = "emulated"
     role: Literal["hypervisor", "traffic-generator", "generic"] = "generic"
     ssh: SshAccess | None = Field(default=None, description="required for lab hosts only")
+    qemu: QemuHost | None = Field(
+        default=None, description="lab hosts only: boot this host as a QEMU guest at up"
+    )
     interfaces: tuple[Interface, ...] = ()
     nics: tuple[Nic, ...] = ()
 

@@ -1,8 +1,9 @@
-"""The ``lab`` backend: real servers that already run sshd; the bench only reaches them.
+"""The ``lab`` backend: real servers that run sshd; the bench reaches them over SSH only.
 
-Nothing is created on such a host here (PF/VF set-up comes with the real-NIC
-support); bringing the lab "up" means proving every host answers over SSH
-with its pinned host key.
+Bringing such hosts "up" means: boot those the bench runs itself (``qemu:``, a QEMU guest
+with an SR-IOV NIC), prove every host answers over SSH with its pinned host key, then
+record each real PF as it is and give it the VFs and VF settings the topology asks for
+(``real_nics``; ``down`` puts them back).
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.errors import UsageError
+from bench.errors import LabError, UsageError
+from bench.lab.backends.qemu_hosts import boot_qemu_hosts
+from bench.lab.backends.real_nics import configure_real_nics
 from bench.lab.backends.registry import register_backend
 from bench.lab.state import LabState
 from bench.progress import Progress
 from bench.ssh import SshEndpoint, SshHost, connect_all
 from bench.topology import Host, Topology, TopologyError, load_topology_with_source
+from drivers.pf_control import PfControlError
 
 
 @register_backend("lab")
@@ -29,6 +33,7 @@ class RealHostBackend:
         self.topology_path = topology_path
         self.base = topology_path.resolve().parent
         self.progress = progress
+        self.state = state
 
     def endpoints(self, hosts: Sequence[Host]) -> dict[str, SshEndpoint]:
         """SSH endpoints of ``hosts``, with paths resolved against the topology file."""
@@ -66,11 +71,15 @@ class RealHostBackend:
 
     def provision(self, hosts: Sequence[Host], deadline: float) -> dict[str, SshEndpoint]:
         endpoints = self.endpoints(hosts)
-        connections = [SshHost(e) for e in endpoints.values()]
+        boot_qemu_hosts(hosts, self.base, self.state, self.progress, deadline)
+        connections = {name: SshHost(e) for name, e in endpoints.items()}
         try:
-            connect_all(connections)
+            connect_all(list(connections.values()))
+            self.progress(f"{len(endpoints)} lab host(s) answer over SSH")
+            configure_real_nics(hosts, connections, self.state, self.progress)
+        except PfControlError as err:
+            raise LabError(str(err)) from err
         finally:
-            for conn in connections:
+            for conn in connections.values():
                 conn.close()
-        self.progress(f"{len(endpoints)} lab host(s) answer over SSH")
         return endpoints
