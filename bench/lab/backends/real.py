@@ -15,6 +15,7 @@ from bench.errors import LabError, UsageError
 from bench.lab.backends.qemu_hosts import boot_qemu_hosts
 from bench.lab.backends.real_nics import configure_real_nics
 from bench.lab.backends.registry import register_backend
+from bench.lab.lab import endpoint_to_json
 from bench.lab.state import LabState
 from bench.progress import Progress
 from bench.ssh import SshEndpoint, SshHost, connect_all
@@ -76,6 +77,9 @@ class RealHostBackend:
         try:
             connect_all(list(connections.values()))
             self.progress(f"{len(endpoints)} lab host(s) answer over SSH")
+            # Journalled before any PF changes: a failed up restores the PFs through them.
+            self.state.endpoints.update({n: endpoint_to_json(e) for n, e in endpoints.items()})
+            self.state.save()
             configure_real_nics(hosts, connections, self.state, self.progress)
         except PfControlError as err:
             raise LabError(str(err)) from err
