@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.errors import HostError
 from bench.lab.lab import endpoint_from_json
+from bench.lab.processes import is_running
 from bench.lab.state import LabState
 from bench.progress import Progress
 from bench.ssh import SshHost
@@ -79,6 +80,10 @@ def restore_real_nics(state: LabState, progress: Progress) -> list[str]:
         header, body = record.read_text().split("\n", 1)
         where = json.loads(header)
         endpoint = state.endpoints.get(where["host"])
+        if _booted_host_gone(state, where["host"]):
+            record.unlink()  # the PF was the lab's own QEMU guest's: it went with it
+            restored.append(f"PF {where['host']}/{where['nic']} gone with its QEMU host")
+            continue
         if endpoint is None:
             progress(f"{where['host']}/{where['nic']}: no SSH endpoint journalled; not restored")
             continue
@@ -91,6 +96,12 @@ def restore_real_nics(state: LabState, progress: Progress) -> list[str]:
         record.unlink()
         restored.append(f"PF {where['host']}/{where['nic']} restored")
     return restored
+
+
+def _booted_host_gone(state: LabState, host: str) -> bool:
+    """Whether ``host`` is a QEMU host this lab booted, and its QEMU no longer runs."""
+    qemu = [r for r in state.resources if r.kind == "process" and r.name == f"qemu {host}"]
+    return bool(qemu) and not any(is_running(r) for r in qemu)
 
 
 def unrestored_pfs(state: LabState) -> list[str]:
