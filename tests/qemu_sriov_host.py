@@ -33,7 +33,10 @@ def qemu_sriov_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
     if not (IMAGE_DIR / "initrd.img").is_file():
         pytest.skip(f"no QEMU SR-IOV host image in {IMAGE_DIR}: run `make qemu-sriov-image`")
     work = tmp_path_factory.mktemp("qemu-sriov-host")
-    host = boot_sriov_host(SriovHostConfig(name="igb-host", image_dir=IMAGE_DIR, work_dir=work))
+    config = SriovHostConfig(
+        name="igb-host", image_dir=IMAGE_DIR, work_dir=work, die_with_controller=True
+    )
+    host = boot_sriov_host(config)
     try:
         yield host
     finally:

@@ -36,8 +36,13 @@ def _run(argv: Sequence[str], cwd: Path | None = None) -> str:
 
 
 def versioned_kernel_package(meta: str = "linux-image-amd64") -> str:
-    """The versioned generic kernel package the metapackage ``meta`` points at now."""
-    out = _run(["apt-cache", "depends", meta])
+    """The versioned generic kernel package the metapackage ``meta`` points at now (apt's
+    lists are fetched first if this machine has none yet)."""
+    try:
+        out = _run(["apt-cache", "depends", meta])
+    except LabError:
+        _run([*_APT, "update"])
+        out = _run(["apt-cache", "depends", meta])
     match = re.search(r"Depends:\s*(linux-image-\S+)", out)
     if match is None:
         raise LabError(f"guest image: apt knows no kernel package behind {meta} (apt update?)")

@@ -11,6 +11,7 @@ a QEMU whose journal entry was lost.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -29,11 +30,29 @@ from bench.qemu.qmp import QmpClient, QmpError, wait_for_socket
 STOP_GRACE_S = 5.0
 
 
+def _terminate_with_parent() -> None:
+    """In the child before exec: the kernel sends SIGTERM when the parent goes away."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 class QemuProcess:
     """A started ``qemu-system-x86_64``; use as a context manager or call :meth:`stop`."""
 
-    def __init__(self, argv: Sequence[str], work_dir: Path, name: str = "qemu") -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        work_dir: Path,
+        name: str = "qemu",
+        die_with_controller: bool = False,
+    ) -> None:
         self.work_dir = work_dir
+        #: SIGTERM QEMU when the controller dies (a test session's QEMU; never a lab's,
+        #: which outlives the ``npabench up`` that booted it).
+        self.die_with_controller = die_with_controller
         self.name = name
         self.qmp_socket = work_dir / f"{name}.qmp"
         self.console_log = work_dir / f"{name}.console.log"
@@ -59,6 +78,8 @@ class QemuProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # prctl only, before exec: nothing that a thread could hold a lock in
+                preexec_fn=_terminate_with_parent if self.die_with_controller else None,  # noqa: PLW1509
             )
         self.pid = self._popen.pid
         self.start_ticks = start_ticks(self.pid)

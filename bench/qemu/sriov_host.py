@@ -41,6 +41,8 @@ class SriovHostConfig:
     memory_mb: int = MEMORY_MB
     #: ``None``: probe (KVM when it really runs, else TCG).
     accel: Accelerator | None = None
+    #: Stop QEMU if the controller dies (test sessions; a lab's host outlives ``up``).
+    die_with_controller: bool = False
 
 
 def free_local_port() -> int:
@@ -129,7 +131,12 @@ def boot_sriov_host(
     deadline = started + timeout
     accel = config.accel or usable_accelerator(config.image_dir / "vmlinuz")
     port = config.ssh_port or free_local_port()
-    process = QemuProcess(qemu_arguments(config, accel, port), config.work_dir, config.name)
+    process = QemuProcess(
+        qemu_arguments(config, accel, port),
+        config.work_dir,
+        config.name,
+        die_with_controller=config.die_with_controller,
+    )
     endpoint = SshEndpoint(
         host=config.name,
         address="127.0.0.1",
