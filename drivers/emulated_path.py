@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -38,8 +39,9 @@ class EmulatedRings:
     def remap(self, region_name: str, doorbell: str, interrupt: str) -> None:
         """The device moved (live migration): the same rings, copied into another region
         behind other notification FIFOs; every position the shell holds stays valid."""
-        self.regs.release()
-        self.view.release()
+        with contextlib.suppress(BufferError):  # a view still held: unmapped at exit instead
+            self.regs.release()
+            self.view.release()
         self.doorbell.close()
         self.interrupt.close()
         self.region.close()

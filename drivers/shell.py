@@ -132,14 +132,20 @@ class Shell:
         result: dict[str, Any] = reply["result"]
         return result
 
-    def _send_vmx(self, op: str, **args: Any) -> None:
+    def _send_vmx(self, op: str, to: socket.socket | None = None, **args: Any) -> None:
+        """A request to the device (``to``: a device the shell has since moved away from)."""
         self.next_id += 1
         data = (json.dumps({"id": self.next_id, "op": op, **args}) + "\n").encode()
-        self.vmx.setblocking(True)
+        sock = to or self.vmx
+        if sock.fileno() < 0:
+            return  # that device is gone: nobody waits for the answer
+        sock.setblocking(True)
         try:
-            self.vmx.sendall(data)
+            sock.sendall(data)
+        except OSError as err:
+            print(f"device {op}: {err}", file=sys.stderr, flush=True)
         finally:
-            self.vmx.setblocking(False)
+            sock.setblocking(False)
 
     def _from_vmx(self) -> None:
         try:
@@ -160,6 +166,7 @@ class Shell:
     def _device_step(self, message: dict[str, Any]) -> None:
         event, seq = message["event"], message.get("seq")
         answer: dict[str, Any] = {"ok": True}
+        asked_by = self.vmx  # a step is answered to the device that asked, even after a move
         try:
             if event == "attach":
                 answer = self._attach(message["info"])
@@ -199,8 +206,9 @@ class Shell:
                 return
         except Exception as err:  # answer the device whatever happens, or it waits for nothing
             answer = {"ok": False, "reason": f"{type(err).__name__}: {err}"}
+            print(f"device step {event} failed: {answer['reason']}", file=sys.stderr, flush=True)
         if seq is not None:
-            self._send_vmx("answer", seq=seq, **answer)
+            self._send_vmx("answer", seq=seq, **answer, to=asked_by)
 
     def _move_device(self, path: str, seq: int) -> dict[str, Any]:
         """Re-attach to the guest's device on its new host: the rings were copied there at
@@ -221,14 +229,10 @@ class Shell:
             new.close()
             self.vmx, self.vmx_inbuf = old, old_inbuf
             return {"ok": False, "reason": f"the new device refused the guest: {err}"}
-        old.setblocking(True)
-        with contextlib.suppress(OSError):
-            old.sendall(
-                (json.dumps({"id": 0, "op": "answer", "seq": seq, "ok": True}) + "\n").encode()
-            )
+        self._send_vmx("answer", seq=seq, ok=True, to=old)
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(old)
-        old.close()
+        self._let_go(old)
         self.vmx.setblocking(False)
         self.selector.register(self.vmx, selectors.EVENT_READ, self._from_vmx)
         with contextlib.suppress(KeyError, ValueError):
@@ -237,7 +241,20 @@ class Shell:
         self.selector.register(self.emu.interrupt, selectors.EVENT_READ, self.emu.interrupt.drain)
         self.frozen = False
         self._send_vmx("ready")
+        print(f"device moved: now {path} (answered step {seq})", flush=True)
         return {"ok": True}
+
+    @staticmethod
+    def _let_go(old: socket.socket) -> None:
+        """Close the connection to a device the guest left, without losing the last answer:
+        a UNIX socket closed with unread data resets its peer, so what the old device still
+        sent is read (and dropped) first, and the write side is shut before the close."""
+        with contextlib.suppress(OSError):
+            old.shutdown(socket.SHUT_WR)
+            old.setblocking(False)
+            while old.recv(65536):
+                pass
+        old.close()
 
     # -- passthrough ----------------------------------------------------------
 
@@ -418,6 +435,8 @@ class Shell:
     def _from_tap(self) -> int:
         """Read what the guest sent straight into guest buffers (no copy), then post it;
         returns how many frames were read."""
+        if self.frozen:  # stopped for stop-and-copy: the rings are being copied
+            return 0
         pending = self.pending
         room = TAP_BATCH - len(pending)
         if room <= 0:
@@ -450,7 +469,7 @@ class Shell:
             self.tap_watched = wanted
 
     def _transmit(self) -> None:
-        if not self.pending:
+        if not self.pending or self.frozen:
             return
         path = self.tx_path
         if path == "vf" and self.vf is not None:

@@ -50,17 +50,22 @@ class Connection:
     subscribed: bool = False
     closed: bool = False
     pending: dict[int, str] = field(default_factory=dict)
+    #: The peer closed its end: nothing more is sent, but what it sent before closing is
+    #: still read (a guest's driver answers its old device, then hangs up at once).
+    peer_gone: bool = False
 
     def send(self, message: dict[str, Any]) -> None:
-        if self.closed:
+        if self.closed or self.peer_gone:
             return
         data = (json.dumps(message) + "\n").encode()
         try:
             self.sock.setblocking(True)
             self.sock.settimeout(2.0)
             self.sock.sendall(data)
-        except OSError:
+        except TimeoutError:  # a peer that reads nothing for that long is stuck: hang up
             self.server.drop(self)
+        except OSError:  # EPIPE, ECONNRESET: the socket's EOF comes after its last data
+            self.peer_gone = True
         finally:
             with contextlib.suppress(OSError):
                 self.sock.setblocking(False)

@@ -23,7 +23,7 @@ from bench.hypervisor.placement import check_destination, nic_at
 from bench.hypervisor.registry import register
 from bench.lab import Lab
 from bench.lab.data_path import start_device, start_shell, wait_all_ready
-from bench.lab.processes import stop_process
+from bench.lab.processes import is_running, stop_process
 from bench.lab.state import Resource
 from bench.topology import Guest
 from nic_emulators.config import guest_run_dir
@@ -142,21 +142,23 @@ class EmulatedHypervisor:
                 fail_incoming=fail_at_destination,
             )
         target = started.process
+        socket = guest_run_dir(lab.state.directory, guest) / f"vmx-{instance}.sock"
         try:
             wait_all_ready([started], time.monotonic() + DEVICE_START_S)
-            socket = guest_run_dir(lab.state.directory, guest) / f"vmx-{instance}.sock"
             with ControlClient(socket) as incoming:
                 listening = str(incoming.call("status")["incoming"])
             answer = self._run_source(guest, listening, str(socket))
         except BaseException:
-            self._drop(target)
+            if socket.exists() or not is_running(target):
+                self._drop(target)
+            else:  # the guest moved before the error: it lives on the destination now
+                self._moved(guest, source_device, placed, instance)
             raise
         outcome: Outcome = answer["outcome"]
-        if outcome == "completed":
-            self._drop(source_device)
-            with _JOURNAL:
-                lab.state.placement[guest] = {**placed, "instance": instance}
-                lab.state.save()
+        # The guest's driver follows its device socket: where it went decides which device
+        # stays, whatever the source concluded (a hand-over it did not see still happened).
+        if outcome == "completed" or (not socket.exists() and is_running(target)):
+            self._moved(guest, source_device, placed, instance)
             status = self._settle(guest)
             events = _merge(answer["events"], self._call(guest, "events")["events"])
         else:
@@ -177,6 +179,15 @@ class EmulatedHypervisor:
             finished_at=time.time(),
             events=events,
         )
+
+    def _moved(
+        self, guest: str, source_device: Resource, placed: dict[str, Any], instance: str
+    ) -> None:
+        """The guest runs on its destination: stop its old device, journal where it is."""
+        self._drop(source_device)
+        with _JOURNAL:
+            self.lab.state.placement[guest] = {**placed, "instance": instance}
+            self.lab.state.save()
 
     def cancel_migration(self, guest: str) -> None:
         self._call(guest, "cancel-migration")

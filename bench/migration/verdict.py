@@ -2,9 +2,11 @@
 
 Each check says what was expected and what was seen, so a failed migration
 reads as its reason. The thresholds are the topology's (see ``Limits``):
-``migration_downtime_ms`` bounds the hypervisor's downtime and the longest
-gap on the wire per direction, ``loss_packets`` the frames lost outside the
-downtime, ``passthrough_return_s`` the time back to a VF at the destination.
+``migration_downtime_ms`` bounds the hypervisor's downtime, ``blackout_ms``
+the longest gap between arrivals on the wire per direction (the downtime as
+the guest's peers see it: the announce travelling, the destination taking in
+the first frames), ``loss_packets`` the frames lost outside the downtime,
+``passthrough_return_s`` the time back to a VF at the destination.
 """
 
 from __future__ import annotations
@@ -91,13 +93,14 @@ def judge(
                 _fmt(figures.downtime_ms),
             )
         )
+    blackout = float(limits.blackout_ms)
     for view in wire:
         if moved:
             checks.append(
                 Check(
                     f"blackout on the wire, {view.name}",
-                    view.blackout_ms <= bound,
-                    f"<= {bound:g} ms",
+                    view.blackout_ms <= blackout,
+                    f"<= {blackout:g} ms",
                     f"{view.blackout_ms:.1f} ms",
                 )
             )

@@ -144,7 +144,9 @@ class DeviceModel:
 
     def shell_answer(self, seq: int, answer: dict[str, Any]) -> None:
         if self.waiting_for is None or self.waiting_for[0] != seq:
-            return  # a late answer to a step that timed out
+            # a late answer to a step that timed out (logged: it explains a timeout)
+            self.on_event("late-answer", {"seq": seq, "waiting": self.waiting_for is not None})
+            return
         self.waiting_for = None
         self._advance(answer)
 

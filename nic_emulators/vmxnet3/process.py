@@ -118,7 +118,11 @@ class VmxProcess:
     # -- the event log --------------------------------------------------------
 
     def record(self, name: str, **details: Any) -> None:
-        self.events.append({"t": time.time(), "host": self.config.host, "event": name, **details})
+        """An event of the guest's device: kept for ``events``, and logged."""
+        event = {"t": time.time(), "host": self.config.host, "event": name, **details}
+        self.events.append(event)
+        shown = " ".join(f"{k}={v}" for k, v in details.items())
+        print(f"{time.strftime('%H:%M:%S')} {self.config.guest}: {name} {shown}", flush=True)
 
     # -- the NIC's events -----------------------------------------------------
 

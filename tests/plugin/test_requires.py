@@ -26,8 +26,8 @@ def test_runs_on_three_hosts():
 def test_runs_on_emulated():
     pass
 
-@pytest.mark.requires("hosts:4")
-def test_needs_four_hosts():
+@pytest.mark.requires("hosts:9")
+def test_needs_nine_hosts():
     pass
 
 @pytest.mark.requires("nic:sriov")
@@ -67,7 +67,7 @@ def test_a_capability_the_topology_lacks_skips_naming_it(
     ):
         assert reasons[name] == ("passed", ""), name
     for name, cap in [
-        ("test_needs_four_hosts", "hosts:4"),
+        ("test_needs_nine_hosts", "hosts:9"),
         ("test_needs_real_hosts", "backend:lab"),
     ]:
         assert reasons[name] == ("skipped", f"topology lab 'emu' lacks {cap}")
@@ -83,7 +83,7 @@ def test_a_capability_declared_but_not_provided_yet_skips_saying_so(
     assert reasons["test_needs_a_power_supply"] == ("passed", "")
     assert reasons["test_needs_real_hosts"] == ("passed", "")
     for name, cap in [
-        ("test_needs_four_hosts", "hosts:4"),
+        ("test_needs_nine_hosts", "hosts:9"),
         ("test_needs_guests", "guests"),
         ("test_runs_on_emulated", "backend:emulated"),
     ]:
@@ -109,7 +109,7 @@ pytestmark = pytest.mark.requires("hosts:2")
 
 @pytest.mark.requires("nic:sriov")
 class TestVfs:
-    @pytest.mark.requires("hosts:4")
+    @pytest.mark.requires("hosts:9")
     def test_both_missing(self):
         pass
 
@@ -120,7 +120,7 @@ def test_module_level_only():
     ).assert_outcomes(passed=1, skipped=1)
     outcome, message = _reasons(pytester)["test_both_missing"]
     assert outcome == "skipped"
-    assert "lacks hosts:4" in message and "declares nic:sriov" in message
+    assert "lacks hosts:9" in message and "declares nic:sriov" in message
 
 
 def test_without_a_topology_requires_skips_as_needing_a_lab(
