@@ -240,22 +240,25 @@ class LinuxPf:
         return after
 
     def vf_counters(self, vf: int) -> dict[str, int]:
-        """The PF driver's per-VF counters when it keeps them (``ip -s``), else the VF
-        netdev's own statistics (a VF bound to its kernel driver)."""
+        """The VF's packet and byte counters: its own netdev's while a kernel driver holds
+        it, else what the PF reports per VF (``ip -s``). The kernel reports zeros there for
+        PF drivers that keep no per-VF counters (igb among them), so it is the fallback."""
+        device = self.vf_device(vf)
+        if device.netdev is not None:
+            out = self.run(
+                cmd.read_netdev_counters(device.netdev), action="read VF counters", vf=vf
+            )
+            return {name: int(value) for name, value in (line.split() for line in out.splitlines())}
         netdev = shlex.quote(self.netdev())
         out = self.run(f"ip -s -j link show dev {netdev}", action="read VF counters", vf=vf)
         stats = cmd.parse_vf_stats(out, vf)
-        if stats is not None:
-            return stats
-        device = self.vf_device(vf)
-        if device.netdev is None:
+        if stats is None:
             raise PfControlError(
                 pf=self.name, vf=vf, action="read VF counters", reason=NOT_SUPPORTED,
-                detail=f"the PF driver keeps no per-VF counters and the VF has no netdev "
-                f"(driver: {device.driver or 'none'})",
+                detail=f"the VF has no netdev (driver: {device.driver or 'none'}) and the PF "
+                "reports no per-VF counters",
             )  # fmt: skip
-        out = self.run(cmd.read_netdev_counters(device.netdev), action="read VF counters", vf=vf)
-        return {name: int(value) for name, value in (line.split() for line in out.splitlines())}
+        return stats
 
     # -- state, for the lab's restore -------------------------------------------------
 
