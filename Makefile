@@ -55,7 +55,7 @@ $(BIN)/.installed: pyproject.toml requirements.lock | system
 	touch $@
 
 ## run: bring the default lab up, run the conformance suite, write the report, tear down
-run: setup
+run: setup qemu-sriov-image
 	@status=0; $(BIN)/npabench run $(TOPOLOGY) --report $(REPORT) || status=$$?; \
 	echo "HTML report: $(abspath $(REPORT))/report.html"; exit $$status
 
