@@ -5,7 +5,9 @@ DP-05: VLAN-tagged frames (and checksum/TSO offload) are the same in passthrough
 emulation. DP-07: multicast, VLAN, promiscuous and MTU filters behave the same in both
 modes and across switches. DP-08: requests the port policy forbids are refused. DP-09:
 frames with a forged source MAC are dropped, counted and seen by no one. Every test
-sends hand-made frames (``data_path_probes``); fixtures: ``conftest.py``.
+sends hand-made frames (``data_path_probes``); fixtures: ``conftest.py``. The PF side of
+DP-07/08/09 (the VF settings an administrator applies, on the emulated NIC and on a real
+kernel's SR-IOV alike) is ``test_dp_07_09_pf_control.py``.
 """
 
 from __future__ import annotations
