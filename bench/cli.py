@@ -24,6 +24,7 @@ from bench.history.store import history_path
 from bench.instruments.registry import open_instrument
 from bench.lab import attach, bring_down, bring_up
 from bench.lab_commands import add_cleanup_parser, add_status_parser
+from bench.migration import command as migrate_command
 from bench.progress import to_stderr as progress
 from bench.runner import REPO_ROOT, RunOptions, run_suite
 from bench.signals import sigterm_interrupts
@@ -299,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
             "switch",
             "switch a guest's NIC between emulation and passthrough (a VF driven by its "
             "plugin); prints the mode reached, the time taken and the steps",
+        )
+    )
+
+    migrate_command.add_arguments(
+        add(
+            "migrate",
+            "live-migrate a guest to another host (optionally under traffic); prints the "
+            "timeline of the hypervisor's events beside the wire's and the verdict",
         )
     )
 

@@ -6,6 +6,7 @@ from bench.migration.orchestrator import (
     describe,
     migrate_under_traffic,
     offers_vf,
+    timeline_of,
 )
 from bench.migration.verdict import Expectation, Verdict
 
@@ -17,4 +18,5 @@ __all__ = [
     "describe",
     "migrate_under_traffic",
     "offers_vf",
+    "timeline_of",
 ]

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.errors import UsageError
 from bench.hypervisor import Hypervisor, MigrationResult, hypervisor_for
-from bench.hypervisor.placement import nic_at
+from bench.hypervisor.placement import check_destination, nic_at
 from bench.lab import Lab
 from bench.lab.switch_fdb import learned_port
 from bench.migration.figures import MigrationFigures, figures_of, migration_events
@@ -107,6 +107,7 @@ def migrate_under_traffic(
     """
     hv = hypervisor or hypervisor_for(lab)
     source = hv.host_of(guest)
+    check_destination(lab.topology, guest, source, destination)  # bad input before traffic
     expect = expect or Expectation(passthrough_at_end=offers_vf(lab, guest, destination))
     flows: list[DirectionResult] = []
     tcp: list[TcpContinuity] = []
@@ -307,3 +308,31 @@ def describe(run: MigrationRun) -> str:
     )
     lines.append(run.verdict.describe())
     return "\n".join(lines)
+
+
+def timeline_of(run: MigrationRun) -> dict[str, Any]:
+    """The run as a report timeline (``bench.report.timeline``): throughput per direction,
+    the hypervisor's events of this migration, the blackouts, and the figures."""
+    from bench.report.traffic_timeline import TimelineEvent, timeline_from_traffic
+
+    result, figures = run.result, run.figures
+    events = [
+        TimelineEvent(e.t, f"{e.host}: {e.name}", "hypervisor") for e in migration_events(result)
+    ]
+    numbers = {
+        "downtime ms (hypervisor)": figures.downtime_ms,
+        "VF release ms": figures.vf_release_ms,
+        "to passthrough ms": figures.to_passthrough_ms,
+        "degraded window ms": figures.degraded_ms,
+    }
+    for view in run.wire:
+        numbers[f"blackout ms {view.name}"] = view.blackout_ms
+        numbers[f"lost outside downtime {view.name}"] = float(view.lost_outside)
+    return timeline_from_traffic(
+        run.traffic,
+        title=f"migration of {result.guest}: {result.source} -> {result.destination} "
+        f"({result.outcome})",
+        kind="migration",
+        events=events,
+        figures={k: float(v) for k, v in numbers.items() if v is not None},
+    )

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import sys
 
-from tests.benchmarks import data_path, lab_and_ssh, traffic
+from tests.benchmarks import data_path, lab_and_ssh, migration, traffic
 from tests.benchmarks.figures import print_table, write_json
 from tests.labkit import REPO
 
 
 def main() -> int:
-    results = lab_and_ssh.run() + traffic.run() + data_path.run()
+    results = lab_and_ssh.run() + traffic.run() + data_path.run() + migration.run()
     print_table(results)
     out = REPO / "bench-results.json"
     write_json(results, out)

@@ -15,7 +15,8 @@ no VF owned by a guest that is not on that host, shared memory as found.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from bench.hypervisor import Hypervisor, hypervisor_for
 from bench.hypervisor.placement import nic_at
 from bench.lab import Lab
 from bench.lab.procfs import is_alive
-from bench.migration import MigrationRun, TrafficPlan, describe, offers_vf
+from bench.migration import MigrationRun, TrafficPlan, describe, offers_vf, timeline_of
 from nic_emulators.config import lab_shm_files
 from tests.conformance import kit
 
@@ -73,6 +74,21 @@ def destination(
 
 def assert_passed(run: MigrationRun) -> None:
     assert run.verdict.passed, describe(run)
+
+
+Judge = Callable[[MigrationRun], None]
+
+
+@pytest.fixture(name="judged")
+def judged_fixture(record_timeline: Callable[[dict[str, Any]], Path]) -> Judge:
+    """``judged(run)``: put the run's timeline in the report, then require its verdict."""
+
+    def judge(run: MigrationRun) -> None:
+        if run.traffic:
+            record_timeline(timeline_of(run))
+        assert_passed(run)
+
+    return judge
 
 
 @pytest.fixture(name="hv")

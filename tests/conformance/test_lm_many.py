@@ -17,10 +17,11 @@ from bench.lab import Lab
 from bench.migration import MigrationRun, migrate_under_traffic
 from tests.conformance import kit
 from tests.conformance.migration_kit import (
-    assert_passed,
+    Judge,
     destination,
     homecoming,  # noqa: F401  (the fixture)
     hypervisor_fixture,  # noqa: F401  (the fixture "hv")
+    judged_fixture,  # noqa: F401  (the fixture "judged")
     leaks,
     migratable_fixture,  # noqa: F401  (the fixture "migratable")
     plan,
@@ -43,31 +44,31 @@ def port_state(lab: Lab, guest: str) -> dict[str, Any]:
 
 
 @pytest.mark.catalogue("LM-07")
-def test_lm_07_ping_pong(lab: Lab, migratable: str) -> None:
+def test_lm_07_ping_pong(judged: Judge, lab: Lab, migratable: str) -> None:
     """Steps: A -> B -> A under traffic.
     Verify: both hops pass; the guest's netdev and its port state are what they were."""
     home = lab.guest_host(migratable)
     away = destination(lab, migratable)
     netdev, port = kit.netdev(lab, migratable), port_state(lab, migratable)
     for target in (away, home):
-        assert_passed(migrate_under_traffic(lab, migratable, target, traffic=plan()))
+        judged(migrate_under_traffic(lab, migratable, target, traffic=plan()))
     assert kit.netdev(lab, migratable) == netdev
     assert port_state(lab, migratable) == port
 
 
 @pytest.mark.catalogue("LM-07")
-def test_lm_07_across_three_vendors(lab: Lab, migratable: str) -> None:
+def test_lm_07_across_three_vendors(judged: Judge, lab: Lab, migratable: str) -> None:
     """Steps: A -> B -> C where B's NIC is of another vendor and C's of a third (or A's).
     Verify: every hop passes with the destination's plugin loaded."""
     home = lab.guest_host(migratable)
     first = destination(lab, migratable, vendor="other")
     plugins = []
     run = migrate_under_traffic(lab, migratable, first, traffic=plan())
-    assert_passed(run)
+    judged(run)
     plugins.append(run.result.plugin)
     second = destination(lab, migratable, vendor="other", exclude=frozenset({home}))
     run = migrate_under_traffic(lab, migratable, second, traffic=plan())
-    assert_passed(run)
+    judged(run)
     plugins.append(run.result.plugin)
     vendors = {vendor_at(lab, migratable, h) for h in (first, second)}
     assert len(set(plugins)) == len(vendors) == 2, (plugins, vendors)
@@ -94,7 +95,7 @@ def test_lm_07_twenty_migrations_leak_nothing(lab: Lab, migratable: str) -> None
 
 
 @pytest.mark.catalogue("LM-08")
-def test_lm_08_two_guests_at_once(lab: Lab) -> None:
+def test_lm_08_two_guests_at_once(judged: Judge, lab: Lab) -> None:
     """Steps: two guests of one host migrate at the same time, each under its own traffic.
     Verify: each meets LM-01's verdict; no VF is owned twice."""
     guests = kit.npa_guests(lab)
@@ -124,5 +125,5 @@ def test_lm_08_two_guests_at_once(lab: Lab) -> None:
     if errors:
         raise errors[0]
     for run in runs.values():
-        assert_passed(run)
+        judged(run)
     assert not leaks(lab)

@@ -17,10 +17,11 @@ from bench.lab import Lab
 from bench.migration import Expectation, migrate_under_traffic
 from tests.conformance import kit
 from tests.conformance.migration_kit import (
-    assert_passed,
+    Judge,
     destination,
     homecoming,  # noqa: F401  (the fixture)
     hypervisor_fixture,  # noqa: F401  (the fixture "hv")
+    judged_fixture,  # noqa: F401  (the fixture "judged")
     migratable_fixture,  # noqa: F401  (the fixture "migratable")
     plan,
 )
@@ -39,14 +40,14 @@ def port_state(lab: Lab, guest: str) -> dict[str, Any]:
 
 
 @pytest.mark.catalogue("LM-01")
-def test_lm_01_same_vendor(lab: Lab, migratable: str) -> None:
+def test_lm_01_same_vendor(judged: Judge, lab: Lab, migratable: str) -> None:
     """Steps: migrate the guest under traffic to a host whose NIC is of the same vendor.
     Verify: passthrough -> emulation before stop-and-copy -> passthrough at the destination;
     loss only inside the downtime; the switch learned the new port; netdev, MAC, IP unchanged."""
     target = destination(lab, migratable, vendor="same")
     before = kit.netdev(lab, migratable)
     run = migrate_under_traffic(lab, migratable, target, traffic=plan())
-    assert_passed(run)
+    judged(run)
     names = [e.name for e in run.result.events if e.t >= run.result.started_at]
     order = ["emulation-active", "stop-and-copy-start", "resumed", "announce-sent"]
     assert [n for n in names if n in order] == order, names
@@ -55,7 +56,7 @@ def test_lm_01_same_vendor(lab: Lab, migratable: str) -> None:
 
 
 @pytest.mark.catalogue("LM-02")
-def test_lm_02_other_vendor_replays_state(lab: Lab, migratable: str) -> None:
+def test_lm_02_other_vendor_replays_state(judged: Judge, lab: Lab, migratable: str) -> None:
     """Steps: join multicast groups, a VLAN and a smaller MTU; migrate to another vendor.
     Verify: the destination's plugin is loaded; the port state (MTU, VLANs, multicast,
     MAC) is the same on the new NIC; the guest's counters only grew; the verdict passes."""
@@ -70,7 +71,7 @@ def test_lm_02_other_vendor_replays_state(lab: Lab, migratable: str) -> None:
         counted = kit.driver_status(lab, migratable)["counters"]
         plugin = kit.status(lab, migratable)["plugin"]
         run = migrate_under_traffic(lab, migratable, target, traffic=plan())
-        assert_passed(run)
+        judged(run)
         assert run.result.plugin not in (None, plugin), (plugin, run.result.plugin)
         assert port_state(lab, migratable) == found
         now = kit.driver_status(lab, migratable)["counters"]
@@ -86,7 +87,7 @@ def test_lm_02_other_vendor_replays_state(lab: Lab, migratable: str) -> None:
 
 
 @pytest.mark.catalogue("LM-03")
-def test_lm_03_no_vf_at_destination(lab: Lab, migratable: str) -> None:
+def test_lm_03_no_vf_at_destination(judged: Judge, lab: Lab, migratable: str) -> None:
     """Steps: migrate under traffic to a host with no VF for the guest.
     Verify: the guest runs on there in emulation, healthy (loss only inside the downtime),
     reported as degraded with the reason."""
@@ -94,24 +95,24 @@ def test_lm_03_no_vf_at_destination(lab: Lab, migratable: str) -> None:
     run = migrate_under_traffic(
         lab, migratable, target, traffic=plan(), expect=Expectation(passthrough_at_end=False)
     )
-    assert_passed(run)
+    judged(run)
     assert run.result.degraded and run.result.mode_reason
     status = kit.status(lab, migratable)
     assert (status["mode"], status["reason"]) == ("emulation", run.result.mode_reason)
 
 
 @pytest.mark.catalogue("LM-09")
-def test_lm_09_tcp_connection_survives(lab: Lab, migratable: str) -> None:
+def test_lm_09_tcp_connection_survives(judged: Judge, lab: Lab, migratable: str) -> None:
     """Steps: an established TCP stream into the guest while it migrates (with UDP both ways).
     Verify: the same bytes arrive, hashed identically at both ends, on the same connection."""
     target = destination(lab, migratable)
     run = migrate_under_traffic(lab, migratable, target, traffic=plan(tcp=True))
     assert run.tcp is not None
-    assert_passed(run)
+    judged(run)
 
 
 @pytest.mark.catalogue("LM-10")
-def test_lm_10_guest_without_plugin_support(lab: Lab, hv: Hypervisor) -> None:
+def test_lm_10_guest_without_plugin_support(judged: Judge, lab: Lab, hv: Hypervisor) -> None:
     """Steps: migrate under traffic a guest that has no plugin support.
     Verify: no VF is ever offered to it; the migration works in pure emulation."""
     plain = [g.name for g in lab.topology.guests if g.nic_mode == "emulation"]
@@ -122,7 +123,7 @@ def test_lm_10_guest_without_plugin_support(lab: Lab, hv: Hypervisor) -> None:
     run = migrate_under_traffic(
         lab, guest, target, traffic=plan(), expect=Expectation(passthrough_at_end=False)
     )
-    assert_passed(run)
+    judged(run)
     offered = [e for e in hv.events(guest) if e.name in ("vf-acquired", "plugin-loaded")]
     assert not offered, f"{guest} was offered a VF: {offered}"
 

@@ -16,10 +16,11 @@ from bench.hypervisor import Hypervisor
 from bench.lab import Lab
 from bench.migration import Expectation, migrate_under_traffic
 from tests.conformance.migration_kit import (
-    assert_passed,
+    Judge,
     destination,
     homecoming,  # noqa: F401  (the fixture)
     hypervisor_fixture,  # noqa: F401  (the fixture "hv")
+    judged_fixture,  # noqa: F401  (the fixture "judged")
     migratable_fixture,  # noqa: F401  (the fixture "migratable")
     plan,
 )
@@ -48,7 +49,9 @@ def wait_event(hv: Hypervisor, guest: str, name: str, since: float, timeout: flo
 
 
 @pytest.mark.catalogue("LM-04")
-def test_lm_04_cancel_while_waiting_for_vf_release(lab: Lab, migratable: str) -> None:
+def test_lm_04_cancel_while_waiting_for_vf_release(
+    judged: Judge, lab: Lab, migratable: str
+) -> None:
     """Steps: the guest takes its time to release the VF (half the release bound); cancel
     the migration once the hypervisor asked for the VF.
     Verify: cancelled; the guest stays on the source in passthrough; the cancel took
@@ -72,13 +75,13 @@ def test_lm_04_cancel_while_waiting_for_vf_release(lab: Lab, migratable: str) ->
         during=cancel,
         expect=Expectation(outcome="cancelled"),
     )
-    assert_passed(run)
+    judged(run)
     took = run.result.finished_at - cancelled_at[0]
     assert took < bound, f"the cancel took {took:.2f} s to end the migration (bound {bound} s)"
 
 
 @pytest.mark.catalogue("LM-05")
-def test_lm_05_destination_fails(lab: Lab, migratable: str) -> None:
+def test_lm_05_destination_fails(judged: Judge, lab: Lab, migratable: str) -> None:
     """Steps: migrate under traffic to a destination that refuses the final state.
     Verify: failed; the guest resumed on the source, passthrough restored; no frame lost
     (what arrived while it was stopped was held, not dropped)."""
@@ -91,14 +94,14 @@ def test_lm_05_destination_fails(lab: Lab, migratable: str) -> None:
         fail_at_destination=True,
         expect=Expectation(outcome="failed"),
     )
-    assert_passed(run)
+    judged(run)
     names = [e.name for e in run.result.events if e.t >= run.result.started_at]
     assert "stop-and-copy-start" in names and "guest-resumed-on-source" in names, names
     assert "failure injected" in run.result.reason
 
 
 @pytest.mark.catalogue("LM-06")
-def test_lm_06_guest_never_releases_its_vf(lab: Lab, migratable: str) -> None:
+def test_lm_06_guest_never_releases_its_vf(judged: Judge, lab: Lab, migratable: str) -> None:
     """Steps: the guest never lets go of its VF; migrate.
     Verify: the migration never enters stop-and-copy, fails at the configured bound
     (``vf_release_timeout_s``) and the guest keeps running in passthrough on the source."""
@@ -112,7 +115,7 @@ def test_lm_06_guest_never_releases_its_vf(lab: Lab, migratable: str) -> None:
         traffic=plan(seconds=bound + 2),
         expect=Expectation(outcome="failed"),
     )
-    assert_passed(run)
+    judged(run)
     names = [e.name for e in run.result.events if e.t >= run.result.started_at]
     assert "stop-and-copy-start" not in names, names
     took = run.result.finished_at - run.result.started_at
