@@ -68,7 +68,8 @@ def destination(
         related = vendor is None or (vendor == "same") == (theirs == mine)
         if vf and theirs is not None and related and offers_vf(lab, guest, host.name):
             return host.name
-    wanted = f"a {vendor} vendor VF" if vf and vendor else ("a free VF" if vf else "no VF")
+    kinds = {"same": "a free VF of the same vendor", "other": "a free VF of another vendor"}
+    wanted = kinds.get(vendor or "", "a free VF") if vf else "no VF"
     pytest.skip(f"no hypervisor in lab {lab.name} offers {guest} {wanted} (from {mine} on {here})")
 
 
