@@ -3,7 +3,7 @@
 The image is a set-up product, never a test-time download: ``make`` builds it under a
 git-ignored directory and it is rebuilt only when an input changes. The inputs are the
 exact ``.deb`` file names apt would fetch now (a version bump renames one), the image's
-spec, the extra files (keys, configs) and this package's own source; their hash is kept
+spec, the extra files (keys, configs) and the builder's own source; their hash is kept
 beside the image, and a build whose hash matches does nothing.
 
 The initramfs holds only what the spec asks for: the named binaries with the shared
@@ -81,9 +81,14 @@ class GuestImage:
     kernel_release: str
 
 
+#: The modules that decide what an image holds (the spec's own content is fingerprinted
+#: separately); a change to QEMU's command line or QMP does not rebuild an image.
+_BUILDER_SOURCES = ("image_builder.py", "debian_packages.py", "cpio.py", "elf.py")
+
+
 def _source_hash() -> str:
     digest = hashlib.sha256()
-    for source in sorted(Path(__file__).parent.glob("*.py")):
+    for source in (Path(__file__).parent / name for name in _BUILDER_SOURCES):
         digest.update(source.name.encode() + source.read_bytes())
     return digest.hexdigest()
 
