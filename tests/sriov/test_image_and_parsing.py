@@ -1,5 +1,6 @@
 """The pieces of the SR-IOV work that need no QEMU: the initramfs writer, the ELF reader,
-reading ``ip -j -d link`` and the kernel's refusals, and the topology rules for real NICs.
+reading ``ip -j -d link`` and the kernel's refusals, the topology rules for real NICs,
+and the passthrough check's reason on a host without an IOMMU.
 """
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ from bench.qemu.cpio import CpioEntry, write_initramfs, write_newc
 from bench.qemu.elf import ElfError, ElfFile
 from bench.topology import TopologyError, load_topology
 from drivers import linux_pf_commands as cmd
-from drivers.pf_control import BUSY, FAILED, NOT_SUPPORTED, OUT_OF_RANGE, VfConfig, VfSetting
+from drivers.linux_pf import LinuxPf
+from drivers.linux_pf_vfio import bind_vfio, passthrough_check
+from drivers.pf_control import (
+    BUSY,
+    FAILED,
+    NOT_SUPPORTED,
+    OUT_OF_RANGE,
+    PfControlError,
+    VfConfig,
+    VfSetting,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -118,3 +129,31 @@ def test_real_nic_settings_belong_to_lab_hosts(tmp_path: Path) -> None:
     text = str(caught.value)
     assert "qemu" in text and "'backend: lab'" in text, text
     assert "vf_config" in text and "below vfs: 2" in text, text
+
+
+class _Result:
+    def __init__(self, stdout: str, exit_status: int = 0, stderr: str = "") -> None:
+        self.stdout, self.exit_status, self.stderr = stdout, exit_status, stderr
+
+
+class _HostWithoutIommu:
+    """A host whose VF has no IOMMU group: what a QEMU guest without VT-d shows."""
+
+    name = "no-iommu-host"
+
+    def run(self, command: str, timeout: float = 30.0, check: bool = False) -> _Result:
+        if "virtfn" in command:
+            return _Result("0 0000:01:10.0 eth2 igbvf -\n")
+        return _Result("", 1, f"unexpected command {command}")
+
+
+def test_a_vf_without_iommu_group_cannot_be_passed_through_and_says_why() -> None:
+    """Verify: the check says no, naming the missing IOMMU as the reason; binding refuses
+    with that reason before touching the VF."""
+    pf = LinuxPf(_HostWithoutIommu(), "0000:01:00.0")
+    check = passthrough_check(pf, 0)
+    assert not check.possible and check.iommu_group is None
+    assert "no IOMMU group" in check.reason and "intel_iommu=on" in check.reason
+    with pytest.raises(PfControlError, match="no IOMMU group") as caught:
+        bind_vfio(pf, 0)
+    assert caught.value.reason == NOT_SUPPORTED and "no-iommu-host" in str(caught.value)
