@@ -111,9 +111,14 @@ class EmulatedHypervisor:
         with self.lab.guest_nic(guest) as nic:
             for vf in nic.call("STATUS")["vfs"]:
                 if vf["state"] == "absent":
-                    nic.call("VF_RESTORE", vf=vf["index"])
-        if self.status(guest)["mode"] != "passthrough":
+                    nic.call("VF_RESTORE", vf=vf["vf"])
+        if self.status(guest)["mode"] == "passthrough":
+            return
+        try:
             self._call(guest, "switch", to="passthrough")
+        except ControlError as err:
+            if err.code != "EBUSY":  # busy: the device is taking the restored VF back itself
+                raise
 
     # -- live migration ---------------------------------------------------------------
 

@@ -61,6 +61,9 @@ class Started:
     what: str
     log: Path
     process: Resource
+    #: Where the log stood when it started: a restarted process appends to its
+    #: predecessor's log, whose READY must not count.
+    offset: int = 0
 
 
 def nic_control_socket(state_dir: Path, host: str, nic: str) -> Path:
@@ -249,9 +252,10 @@ def _spawn(
 ) -> Started:
     """Start ``python -m module --config config`` in ``netns`` and journal it at once."""
     argv = [sys.executable, "-u", "-m", module, "--config", str(config)]
+    offset = log.stat().st_size if log.exists() else 0
     process = spawn_in_netns(netns, argv, name, log)
     state.record(process)
-    return Started(what, log, process)
+    return Started(what, log, process, offset)
 
 
 def wait_all_ready(started: Sequence[Started], deadline: float) -> None:
@@ -263,7 +267,7 @@ def wait_all_ready(started: Sequence[Started], deadline: float) -> None:
 
 def _wait_ready(item: Started, until: float) -> None:
     while True:
-        if _said_ready(item.log):
+        if _said_ready(item.log, item.offset):
             return
         if not is_running(item.process):
             reason = "exited"
@@ -272,14 +276,16 @@ def _wait_ready(item: Started, until: float) -> None:
             reason = "did not say READY in time"
             break
         time.sleep(0.02)
-    if _said_ready(item.log):  # it may have said so just before it was looked at
+    if _said_ready(item.log, item.offset):  # it may have said so just before it was looked at
         return
     raise LabError(f"{item.what} did not start: {reason}; {item.log}: {_tail(item.log)}")
 
 
-def _said_ready(log: Path) -> bool:
+def _said_ready(log: Path, offset: int = 0) -> bool:
     try:
-        text = log.read_text(errors="replace")
+        with log.open("rb") as stream:
+            stream.seek(offset)
+            text = stream.read().decode(errors="replace")
     except FileNotFoundError:
         return False
     return any(line.strip().split(" ", 1)[0] == "READY" for line in text.splitlines())

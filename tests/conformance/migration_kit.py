@@ -139,7 +139,7 @@ def leaks(lab: Lab) -> list[str]:
                     owner = vf.get("owner")
                     if owner and lab.guest_host(owner) != host.name:
                         problems.append(
-                            f"{host.name}/{nic.name} VF {vf['index']} still owned by {owner}, "
+                            f"{host.name}/{nic.name} VF {vf['vf']} still owned by {owner}, "
                             f"which runs on {lab.guest_host(owner)}"
                         )
     return problems

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+from bench.hypervisor import Hypervisor, hypervisor_for
+from bench.lab import Lab, attach
 from bench.results import read_results
-from tests.labkit import REPO, leftovers, npabench, recorded_pids, write_topology
+from tests.labkit import REPO, leftovers, npabench, recorded_pids, wait_for, write_topology
 
 ALPHA = {"name": "nic0", "model": "alpha-10g", "vfs": 2}
 BETA = {"name": "nic0", "model": "beta-25g", "vfs": 2}
@@ -72,3 +75,50 @@ def test_lm_scenarios_of_the_migration_lab(tmp_path: Path) -> None:
         assert results[test].outcome == "passed", (test, results[test].message)
         assert catalogue in results[test].catalogue
     assert leftovers("mlab") == []
+
+
+def test_the_hypervisor_interface_on_the_emulated_backend(tmp_path: Path) -> None:
+    """revoke/offer a VF, suspend/resume, stop/start a guest: each lands in the state the
+    interface promises, seen from the device and from the NIC."""
+    path, name = write_topology(tmp_path, hosts=2, nics={"h1": [ALPHA]}, guests=1)
+    npabench("up", str(path), check=True)
+    try:
+        with attach(path) as lab:
+            hv = hypervisor_for(lab)
+            assert hv.host_of("vm1") == "h1"
+            _wait_mode(hv, "passthrough")
+            hv.revoke_vf("vm1", surprise=True)
+            assert _wait_mode(hv, "emulation")["reason"].startswith("VF removed")
+            hv.offer_vf("vm1")
+            _wait_mode(hv, "passthrough")
+            hv.suspend("vm1")
+            assert _wait_mode(hv, "emulation")["reason"] == "guest suspended"
+            hv.resume("vm1")
+            _wait_mode(hv, "passthrough")
+            hv.stop_guest("vm1")
+            with lab.nic_control("h1", "nic0") as nic:
+                owners = [vf["owner"] for vf in nic.call("STATUS")["vfs"]]
+            assert "vm1" not in owners, owners
+            assert not [r for r in lab.state.resources if r.name.endswith(" vm1") and
+                        r.name.split()[0] in ("vmxnet3", "shell")]  # fmt: skip
+            hv.start_guest("vm1")
+            _wait_mode(hv, "passthrough")
+            ping = lab.host("vm1").run("ping -c 2 -i 0.2 -W 2 " + _generator_address(lab))
+            assert ping.exit_status == 0, ping.stdout + ping.stderr
+            names = [e.name for e in hv.events("vm1")]
+            assert "device-started" in names and "passthrough-active" in names
+    finally:
+        npabench("down", str(path), check=True)
+    assert leftovers(name) == []
+
+
+def _wait_mode(hv: Hypervisor, mode: str) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        status = hv.status("vm1")
+        return status if status["mode"] == mode and not status["busy"] else None
+
+    return wait_for(reached, 10, f"vm1 in {mode}")
+
+
+def _generator_address(lab: Lab) -> str:
+    return next(a for machine, _, a in lab.data_interfaces() if machine == "h0")

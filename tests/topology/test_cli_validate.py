@@ -41,7 +41,7 @@ def test_good_files_validate_with_a_summary() -> None:
     done = npabench("validate", *files, timeout=60)
     assert done.returncode == 0, done.stderr
     assert [line.split(":")[0] for line in done.stdout.splitlines()] == files
-    assert "ok (lab emu, 3 host(s)" in done.stdout
+    assert "ok (lab emu, 4 host(s)" in done.stdout
 
 
 def test_missing_file_is_a_clear_error() -> None:
