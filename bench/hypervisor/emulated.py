@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.errors import LabError, UsageError
@@ -148,21 +149,26 @@ class EmulatedHypervisor:
             )
         target = started.process
         socket = guest_run_dir(lab.state.directory, guest) / f"vmx-{instance}.sock"
+        asked = False  # until the source is asked to migrate, the guest cannot have moved
         try:
             wait_all_ready([started], time.monotonic() + DEVICE_START_S)
             with ControlClient(socket) as incoming:
                 listening = str(incoming.call("status")["incoming"])
+            asked = True
             answer = self._run_source(guest, listening, str(socket))
         except BaseException:
-            if socket.exists() or not is_running(target):
-                self._drop(target)
-            else:  # the guest moved before the error: it lives on the destination now
+            if asked and self._took_over(socket, target):  # it lives on the destination now
                 self._moved(guest, source_device, placed, instance)
+            else:
+                self._drop(target)
             raise
         outcome: Outcome = answer["outcome"]
+        reason = str(answer.get("reason") or "")
         # The guest's driver follows its device socket: where it went decides which device
         # stays, whatever the source concluded (a hand-over it did not see still happened).
-        if outcome == "completed" or (not socket.exists() and is_running(target)):
+        if outcome != "completed" and self._took_over(socket, target):
+            outcome, reason = "completed", f"the guest moved, though the source said: {reason}"
+        if outcome == "completed":
             self._moved(guest, source_device, placed, instance)
             status = self._settle(guest)
             events = _merge(answer["events"], self._call(guest, "events")["events"])
@@ -175,7 +181,7 @@ class EmulatedHypervisor:
             source=source,
             destination=destination,
             outcome=outcome,
-            reason=str(answer.get("reason") or ""),
+            reason=reason,
             host=self.host_of(guest),
             mode=str(status["mode"]),
             mode_reason=str(status.get("reason") or ""),
@@ -188,11 +194,16 @@ class EmulatedHypervisor:
     def _moved(
         self, guest: str, source_device: Resource, placed: dict[str, Any], instance: str
     ) -> None:
-        """The guest runs on its destination: stop its old device, journal where it is."""
-        self._drop(source_device)
+        """The guest runs on its destination: journal where it is, then stop its old device."""
         with _JOURNAL:
             self.lab.state.placement[guest] = {**placed, "instance": instance}
             self.lab.state.save()
+        self._drop(source_device)
+
+    @staticmethod
+    def _took_over(socket: Path, target: Resource) -> bool:
+        """The destination renamed its socket over the guest's: the guest's driver is there."""
+        return not socket.exists() and is_running(target)
 
     def cancel_migration(self, guest: str) -> None:
         self._call(guest, "cancel-migration")
@@ -211,7 +222,9 @@ class EmulatedHypervisor:
             )
         except ControlError as err:
             if err.code != "ETIMEDOUT" and "timed out" not in str(err):
-                raise LabError(f"migration of {guest}: the source device refused: {err}") from err
+                raise LabError(
+                    f"migration of {guest}: the source device failed ({err.code}): {err}"
+                ) from err
             try:
                 self.cancel_migration(guest)
             except (ControlError, LabError) as again:
@@ -283,8 +296,9 @@ class EmulatedHypervisor:
 
     def _drop(self, resource: Resource) -> None:
         stop_process(resource)
-        with _JOURNAL:
-            self.lab.state.forget(resource)
+        if not is_running(resource):  # one that survived stays journalled, for the teardown
+            with _JOURNAL:
+                self.lab.state.forget(resource)
 
 
 def _merge(*lists: list[dict[str, Any]]) -> tuple[HypervisorEvent, ...]:

@@ -129,13 +129,13 @@ def migrate_under_traffic(
             raise failures[0]
         time.sleep(LEAD_S if traffic is not None else 0)  # the schedule: traffic first
         progress(f"migrating {guest}: {source} -> {destination}")
-        side = _side_thread(hv, during, failures) if during else None
+        if during:
+            workers.append(_side_thread(hv, during, failures))
         result = hv.migrate(guest, destination, fail_at_destination=fail_at_destination)
-        if side is not None:
-            side.join()
     finally:
         for worker in workers:
-            worker.join()
+            if worker.is_alive() or worker.ident is not None:
+                worker.join()
     if failures:
         raise failures[0]
     figures = figures_of(result)

@@ -69,6 +69,8 @@ class DeviceModel:
         self.sequence: Sequence | None = None
         self.sequence_name = ""
         self.waiting_for: tuple[int, float, float] | None = None
+        #: The shell step the running sequence waits on (its name), if any.
+        self.waiting_event = ""
         self.on_done: list[Callable[[dict[str, Any] | None, str | None], None]] = []
         self.steps: list[str] = []
         self.started_at = 0.0
@@ -139,6 +141,7 @@ class DeviceModel:
         timeout = self.next_step_timeout_s or STEP_TIMEOUT_S
         self.next_step_timeout_s = None
         self.waiting_for = (seq, time.monotonic() + timeout, timeout)
+        self.waiting_event = event
         self.steps.append(f"shell {event}")
         self.tell_shell(event, {"seq": seq, **details})
 

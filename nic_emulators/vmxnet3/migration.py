@@ -19,7 +19,10 @@ vCPUs do from the guest's point of view. The sequence follows a hypervisor's:
    switch learns its new port, and offers it a VF of its own NIC.
 
 Cancel or a failure before the hand-over puts the guest back where it was:
-running on the source, in passthrough again if it was. The stream is framed
+running on the source, in passthrough again if it was. A cancel takes effect
+at once while the guest is being asked to let go of its VF, else at the next
+stage; once the guest's driver is re-attaching to the destination it is too
+late, and the migration completes. The stream is framed
 messages: a 4-byte length, a JSON header naming ``bytes`` of payload after it.
 """
 
@@ -43,6 +46,8 @@ HEADER = struct.Struct("!I")
 MAX_HEADER = 1 << 20
 #: How long the source waits for the destination to connect or answer.
 STREAM_TIMEOUT_S = 5.0
+#: How long the guest's driver may take to re-attach (more than its own 10 s hello wait).
+MOVE_TIMEOUT_S = 15.0
 
 Record = Callable[..., None]
 
@@ -119,6 +124,7 @@ class OutgoingMigration:
         region: Callable[[], bytes],
         stop: Callable[[bool], None],
         *,
+        moved_away: Callable[[], bool],
         target: str,
         dest_socket: str,
         release_timeout_s: float,
@@ -128,6 +134,7 @@ class OutgoingMigration:
         self.state = state
         self.region = region
         self.stop = stop
+        self.moved_away = moved_away
         self.target = target
         self.dest_socket = dest_socket
         self.release_timeout_s = release_timeout_s
@@ -136,9 +143,13 @@ class OutgoingMigration:
         self.stream: socket.socket | None = None
 
     def cancel(self) -> None:
-        """Abandon the migration: at once if it waits on the guest, else at its next stage."""
+        """Abandon the migration: at once while the guest is asked to let go of its VF,
+        else at its next stage boundary (a copy or a hand-over in flight is not cut)."""
+        if self.cancelled:
+            return
         self.cancelled = True
-        self.device.interrupt(MigrationCancelled("migration cancelled"))
+        if self.device.waiting_event == "hold":
+            self.device.interrupt(MigrationCancelled("migration cancelled"))
 
     def _check_cancel(self) -> None:
         if self.cancelled:
@@ -176,14 +187,19 @@ class OutgoingMigration:
         device.next_step_timeout_s = self.release_timeout_s
         try:
             yield from device.to_emulation("migration")
-        except SwitchFailed as err:
+        except (SwitchFailed, ControlError) as err:
             # The guest did not let go of its VF (or the migration was cancelled while it
             # was being asked to): it keeps running in passthrough on the source.
             answer = yield ("release-cancelled", {"reason": str(err)})
             del answer
-            if device.mode == "passthrough" and device.vf is not None and device.vf_quiesced:
-                device.nic_op("VF_ACTIVATE", vf=device.vf)
-                device.vf_quiesced = False
+            if device.vf is not None and device.vf_quiesced:
+                # Past QUIESCE the guest may have dropped the VF already: finish the fallback
+                # cleanly, then take a VF again (never re-activate one nobody may poll).
+                yield from device.vf_lost(f"migration aborted: {err}", release=True, drained=True)
+                try:
+                    yield from device.to_passthrough()
+                except SwitchFailed as again:
+                    self.record("passthrough-failed", reason=str(again))
             kind = "migration-cancelled" if isinstance(err, MigrationCancelled) else "rollback"
             self.record(kind, reason=f"VF not released: {err}")
             if isinstance(err, MigrationCancelled):
@@ -205,29 +221,40 @@ class OutgoingMigration:
         self.record("precopy-done", bytes=len(region))
         self._check_cancel()
         # Stop-and-copy: the guest stops; what changed since is copied again.
-        answer = yield ("freeze", {})
-        if not answer.get("ok"):
-            raise SwitchFailed(f"the guest could not be stopped: {answer.get('reason')}")
-        self.stop(True)
-        self.record("stop-and-copy-start")
         try:
+            answer = yield ("freeze", {})
+            if not answer.get("ok"):
+                fail(f"the guest could not be stopped: {answer.get('reason')}")
+            self.stop(True)
+            self.record("stop-and-copy-start")
             send_message(self.stream, {"type": "final", "state": self.state()}, self.region())
             reply, _ = receive_message(self.stream, STREAM_TIMEOUT_S)
             if reply.get("type") != "loaded":
                 fail(f"the destination refused the state: {reply.get('reason')}")
             self.record("stop-and-copy-end")
+            self.device.next_step_timeout_s = MOVE_TIMEOUT_S
             answer = yield ("moved", {"socket": self.dest_socket})
             if not answer.get("ok"):
                 fail(f"the guest could not reach its new device: {answer}")
         except BaseException:
+            if self.moved_away():  # its driver re-attached there after all: it is gone
+                self._handed_over("the guest's driver moved without confirming")
+                return
             self.stop(False)
             self.record("guest-resumed-on-source")
             thawed = yield ("thaw", {})
             del thawed
             raise
-        send_message(self.stream, {"type": "done"})
+        self._handed_over("")
+
+    def _handed_over(self, note: str) -> None:
+        """The guest runs on the destination: it gets the rest of the event log, the
+        source keeps nothing of the guest (the stream is only courtesy from here on)."""
         self.handed_over = True
-        self.record("handed-over", destination=self.target)
+        self.record("handed-over", destination=self.target, **({"note": note} if note else {}))
+        if self.stream is not None:
+            with contextlib.suppress(OSError):
+                send_message(self.stream, {"type": "done", "events": self.state()["events"]})
 
     def _close_stream(self) -> None:
         if self.stream is not None:
@@ -251,6 +278,7 @@ class IncomingMigration:
         record: Record,
         *,
         fail: bool = False,
+        events: Callable[[list[dict[str, Any]]], None] = lambda events: None,
     ) -> None:
         host, port = parse_address(address)
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -263,6 +291,7 @@ class IncomingMigration:
         self.address = f"{host}:{self.listener.getsockname()[1]}"
         self.load = load
         self.record = record
+        self.events = events
         self.fail = fail
         self.stream: socket.socket | None = None
         self.reader = MessageReader()
@@ -297,8 +326,11 @@ class IncomingMigration:
                 self.record("incoming-aborted", reason="the source closed the stream")
             self.close_stream()
             return
-        for header, payload in self.reader.feed(data):
-            self._message(header, payload)
+        try:
+            for header, payload in self.reader.feed(data):
+                self._message(header, payload)
+        except Exception as err:  # a state it cannot install: say so, never die of it
+            self._refuse(f"{type(err).__name__}: {err}")
 
     def _message(self, header: dict[str, Any], payload: bytes) -> None:
         kind = header.get("type")
@@ -320,6 +352,7 @@ class IncomingMigration:
             self.stream.setblocking(False)
         elif kind == "done":
             self.state = "done"
+            self.events(list(header.get("events", [])))
         else:
             self._refuse(f"unexpected message {kind!r}")
 
@@ -327,18 +360,24 @@ class IncomingMigration:
         self.state = "failed"
         self.record("incoming-failed", reason=reason)
         if self.stream is not None:
-            self.stream.setblocking(True)
-            send_message(self.stream, {"type": "error", "reason": reason})
-            self.stream.setblocking(False)
+            with contextlib.suppress(OSError):
+                self.stream.setblocking(True)
+                send_message(self.stream, {"type": "error", "reason": reason})
+                self.stream.setblocking(False)
 
     def close_stream(self) -> None:
         if self.stream is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(self.stream)
             self.stream.close()
+            self.stream = None
 
-    def close(self) -> None:
-        self.close_stream()
+    def close_listener(self) -> None:
+        """No second migration stream: the guest has arrived."""
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(self.listener)
         self.listener.close()
+
+    def close(self) -> None:
+        self.close_stream()
+        self.close_listener()

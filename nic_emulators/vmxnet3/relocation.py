@@ -38,9 +38,10 @@ class GuestRelocation:
         if config.incoming:
             self.incoming = IncomingMigration(
                 process.selector, config.incoming, self.load, process.record,
-                fail=config.fail_incoming,
+                fail=config.fail_incoming, events=self.take_events,
             )  # fmt: skip
             process.device.reason = "incoming migration"
+            self.stop(True)  # nothing moves until the guest is here (it may still stay away)
             process.record("incoming-listening", address=self.incoming.address)
         else:
             process.record("device-started")
@@ -86,6 +87,7 @@ class GuestRelocation:
             self.state,
             lambda: bytes(process.backend.region.view),
             self.stop,
+            moved_away=self.moved_away,
             target=str(args["to"]),
             dest_socket=str(args["socket"]),
             release_timeout_s=float(args.get("release_timeout_s", 10.0)),
@@ -97,7 +99,8 @@ class GuestRelocation:
                 outcome = "completed"
                 self.forget_guest()
             else:
-                self.outgoing = None
+                if self.outgoing is migration:
+                    self.outgoing = None
                 outcome = "cancelled" if migration.cancelled else "failed"
             conn.answer(
                 request_id,
@@ -110,9 +113,21 @@ class GuestRelocation:
             )
             process.react()
 
-        process.device.start("migration", migration.sequence(), finished)
-        self.outgoing = migration
+        self.outgoing = migration  # before start: a sequence may end inside it
+        try:
+            process.device.start("migration", migration.sequence(), finished)
+        except ControlError:
+            self.outgoing = None
+            raise
         return DEFERRED
+
+    def moved_away(self) -> bool:
+        """Whether another device took over the guest's device socket (its driver is there)."""
+        control = self.process.control
+        try:
+            return control.path.stat().st_ino != control.inode
+        except FileNotFoundError:
+            return False
 
     def stop(self, stop: bool) -> None:
         """Stop (or restart) moving frames: the guest is stopped for stop-and-copy."""
@@ -191,6 +206,11 @@ class GuestRelocation:
             device.memory_name = str(state["memory"])
             backend.attach_memory(device.memory_name)
 
+    def take_events(self, events: list[dict[str, Any]]) -> None:
+        """The source's log up to its hand-over (what it recorded after the final copy)."""
+        if events:
+            self.inherited_events = events
+
     def check_resumable(self) -> None:
         if self.incoming is None or self.incoming.state not in ("loaded", "done"):
             raise ControlError("no migrated device state is loaded here", "EINVAL")
@@ -198,6 +218,9 @@ class GuestRelocation:
     def resumed(self) -> None:
         """The guest runs here now: announce it and take over the guest's device socket."""
         process = self.process
+        self.stop(False)
+        if self.incoming is not None:
+            self.incoming.close_listener()
         process.record("resumed")
         port = process.backend.port
         if port is not None:

@@ -130,6 +130,7 @@ def leaks(lab: Lab) -> list[str]:
         ]
         if len(devices) != 1:
             problems.append(f"{spec.name}: {len(devices)} device processes running (want 1)")
+    owned: dict[str, list[str]] = {}
     for host in lab.topology.hosts:
         for nic in host.nics:
             if host.backend != "emulated" or nic.model is None:
@@ -137,11 +138,16 @@ def leaks(lab: Lab) -> list[str]:
             with lab.nic_control(host.name, nic.name) as control:
                 for vf in control.call("STATUS")["vfs"]:
                     owner = vf.get("owner")
+                    if owner:
+                        owned.setdefault(owner, []).append(f"{host.name}/{nic.name} VF {vf['vf']}")
                     if owner and lab.guest_host(owner) != host.name:
                         problems.append(
                             f"{host.name}/{nic.name} VF {vf['vf']} still owned by {owner}, "
                             f"which runs on {lab.guest_host(owner)}"
                         )
+    problems += [
+        f"{g} owns {len(vfs)} VFs: {', '.join(vfs)}" for g, vfs in owned.items() if len(vfs) > 1
+    ]
     return problems
 
 
