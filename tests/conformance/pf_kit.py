@@ -60,7 +60,10 @@ def _lab_nic(request: pytest.FixtureRequest) -> Iterator[PfTarget]:
                 yield PfTarget(f"{host.name}/{nic.name} (Linux PF driver)", pf, 0, False)
                 pf.restore(before)
                 return
-    pytest.skip("the topology has no SR-IOV NIC with VFs (and no guest in passthrough on one)")
+    pytest.skip(
+        f"topology lab {lab.name!r} lacks an SR-IOV NIC with VFs "
+        "(and a guest in passthrough on one)"
+    )
 
 
 @pytest.fixture(name="pf_target", params=PF_TARGETS)

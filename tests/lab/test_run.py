@@ -107,9 +107,10 @@ def test_run_on_default_suite_passes(tmp_path: Path) -> None:
     results = _results(report).values()
     outcomes = {r["outcome"] for r in results}
     assert "passed" in outcomes and outcomes <= {"passed", "skipped"}, outcomes
-    # this lab has no guests or NICs: what needs them skips, saying so
+    # this lab has no guests or NICs: what needs them skips, saying so (the QEMU igb
+    # host's variants do not depend on the topology: theirs name what igb lacks)
     for r in results:
-        if r["outcome"] == "skipped":
+        if r["outcome"] == "skipped" and "[qemu-igb-" not in r["nodeid"]:
             assert "lacks" in str(r), r
     assert leftovers(name) == []
 

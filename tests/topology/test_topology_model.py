@@ -52,6 +52,8 @@ def test_limits_defaults_are_the_documented_values(tmp_path: Path) -> None:
         "loss_packets": 0,
         "migration_timeout_s": 60.0,
         "vf_release_timeout_s": 10.0,
+        "passthrough_return_s": 10.0,
+        "timeline_slack_ms": 20.0,
         "command_timeout_s": 30.0,
         "lab_up_timeout_s": 60.0,
     }
@@ -252,7 +254,7 @@ def test_limits_take_integers_and_decimals(tmp_path: Path, given: str, expected:
 )
 def test_every_float_limit_is_strict(tmp_path: Path, given: str, got: str) -> None:
     floats = [n for n, f in Limits.model_fields.items() if f.annotation is float]
-    assert len(floats) == 6
+    assert len(floats) == 8
     for name in floats:
         path = _write(tmp_path, MINIMAL + f"limits:\n  {name}: {given}\n")
         with pytest.raises(TopologyError) as info:
