@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nic_emulators import link_watch
 from nic_emulators.config import NicConfig, shm_name
 from nic_emulators.control import ControlServer
 from nic_emulators.eswitch import ESwitch
@@ -291,12 +292,19 @@ class Nic:
         busy = False
         if not self.link_up:
             return False  # a MAC without link sends nothing: TX rings wait
+        looked = False
         for vf in list(self.active):
             engine = vf.engine
             if engine is None or vf.index in self.paused:
                 continue
             for queue in range(engine.queues):
                 try:
+                    if not engine.pending_tx(queue):
+                        continue
+                    if not looked:  # once per round, and only with frames to send
+                        looked = True
+                        if not self._cable_still_up():
+                            return busy  # the frames stay posted, as on a MAC without link
                     frames = engine.poll_tx(queue, TX_BUDGET)
                 except DeviceFault as fault:
                     self.quarantine(vf, fault)
@@ -305,6 +313,15 @@ class Nic:
                     busy = True
                     self._transmit(vf, frames, queue)
         return busy
+
+    def _cable_still_up(self) -> bool:
+        """The carrier as the kernel has it this instant. The netlink news of a cut cable
+        comes a little later, and a frame sent into a dead link in between is lost, where
+        a real MAC would have kept it: so a VF's frames are sent only after a look."""
+        if link_watch.carrier(self.config.uplink):
+            return True
+        self._carrier_changed(False)
+        return False
 
     def _raise_interrupts(self) -> None:
         for vf in self.active:
