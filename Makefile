@@ -68,7 +68,7 @@ lint: setup
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy bench drivers nic_emulators
 
-## bench: measure (SSH, fan-out, lab up/down, traffic, data path); writes bench-results.json
+## bench: measure (SSH, fan-out, lab up/down, traffic, data path, live migration); writes bench-results.json
 bench: setup
 	$(BIN)/python -m tests.benchmarks
 
