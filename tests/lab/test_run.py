@@ -254,27 +254,31 @@ def test_step_mode_asks_before_each_test_and_shows_the_lab_after_a_failure(
 
 def test_run_report_shows_the_fb01_timeline_in_chromium(tmp_path: Path) -> None:
     """Acceptance: the report of a run opens from disk in headless Chromium with the
-    results table and FB-01's timeline plot (traffic both ways, events, figures)."""
+    results table, FB-01's timeline plot (traffic both ways, events, figures) and a
+    migration's (LM-02: the guest moves to a host with another vendor's NIC)."""
     nic = {"name": "nic0", "model": "alpha-10g", "vfs": 2}
-    path, name = write_topology(tmp_path, hosts=2, nics={"h1": [nic]}, guests=1)
+    other = {"name": "nic0", "model": "beta-25g", "vfs": 2}
+    path, name = write_topology(tmp_path, hosts=3, nics={"h1": [nic], "h2": [other]}, guests=1)
     report = tmp_path / "report"
     done = npabench(
-        "run", str(path), "-k", "test_planned_switch_round_trip", "--report", str(report),
-        "--no-history", timeout=300,
+        "run", str(path), "-k", "test_planned_switch_round_trip or lm_02", "--report",
+        str(report), "--no-history", timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     html = report / "report.html"
     assert done.stderr.strip().splitlines()[-1] == f"npabench: report: {html.resolve()}"
     page = Elements(dump_dom(html, tmp_path / "profile"))
     assert page.by_id("results") is not None
-    assert len(page.with_class("tr", "outcome-passed")) == 1
-    (plot,) = page.with_class("svg", "timeline-plot")
-    assert plot["data-kind"] == "fallback"
-    assert len(page.with_class("polyline", "series")) == 2  # both directions
+    assert len(page.with_class("tr", "outcome-passed")) == 2
+    plots = page.with_class("svg", "timeline-plot")
+    assert sorted(p["data-kind"] for p in plots) == ["fallback", "migration"]
+    assert len(page.with_class("polyline", "series")) == 4  # both directions, each plot
     sources = {e["data-source"] for e in page.with_class("line", "event")}
     assert sources == {"bench", "hypervisor"}, sources
     text = html.read_text()
     for event in ("switch to emulation requested", "vf-quiesced", "passthrough-active"):
+        assert event in text, event
+    for event in ("stop-and-copy-start", "resumed", "announce-sent"):  # the migration's
         assert event in text, event
     results = _results(report)
     figures = results["test_planned_switch_round_trip_loses_nothing_and_keeps_the_netdev"][
