@@ -6,10 +6,16 @@ notifications (RTMGRP_LINK) for its uplink interface, IFF_LOWER_UP in the
 flags. An attenuator or optical switch on that link (the lab's wiring takes
 the far end of the veth down) therefore reaches the NIC without the bench
 telling it anything.
+
+Netlink's news of a cut comes a little after the cut, though, and a frame sent
+into a dead link in between is lost where a real MAC would have held it: so
+``look()`` reads the carrier as the kernel has it this instant (one ``pread``
+on the sysfs attribute, kept open), for the NIC to call before it sends.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -32,6 +38,7 @@ class LinkWatch:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         self.sock.bind((0, RTMGRP_LINK))
         self.sock.setblocking(False)
+        self.attribute = os.open(f"/sys/class/net/{interface}/carrier", os.O_RDONLY)
         self.up = carrier(interface)
 
     def fileno(self) -> int:
@@ -54,6 +61,15 @@ class LinkWatch:
                         self._seen(bool(flags & IFF_LOWER_UP))
                 offset += (length + 3) & ~3
 
+    def look(self) -> bool:
+        """The carrier now (reported through ``changed`` at once if it changed)."""
+        try:
+            up = os.pread(self.attribute, 8, 0).strip() == b"1"
+        except OSError:  # EINVAL: the interface is administratively down
+            up = False
+        self._seen(up)
+        return up
+
     def _seen(self, up: bool) -> None:
         if up != self.up:
             self.up = up
@@ -61,6 +77,7 @@ class LinkWatch:
 
     def close(self) -> None:
         self.sock.close()
+        os.close(self.attribute)
 
 
 def carrier(interface: str) -> bool:

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nic_emulators import link_watch
 from nic_emulators.config import NicConfig, shm_name
 from nic_emulators.control import ControlServer
 from nic_emulators.eswitch import ESwitch
@@ -303,7 +302,7 @@ class Nic:
                         continue
                     if not looked:  # once per round, and only with frames to send
                         looked = True
-                        if not self._cable_still_up():
+                        if not self.cable.look():
                             return busy  # the frames stay posted, as on a MAC without link
                     frames = engine.poll_tx(queue, TX_BUDGET)
                 except DeviceFault as fault:
@@ -313,15 +312,6 @@ class Nic:
                     busy = True
                     self._transmit(vf, frames, queue)
         return busy
-
-    def _cable_still_up(self) -> bool:
-        """The carrier as the kernel has it this instant. The netlink news of a cut cable
-        comes a little later, and a frame sent into a dead link in between is lost, where
-        a real MAC would have kept it: so a VF's frames are sent only after a look."""
-        if link_watch.carrier(self.config.uplink):
-            return True
-        self._carrier_changed(False)
-        return False
 
     def _raise_interrupts(self) -> None:
         for vf in self.active:

@@ -124,6 +124,7 @@ class OutgoingMigration:
         region: Callable[[], bytes],
         stop: Callable[[bool], None],
         *,
+        events: Callable[[], list[dict[str, Any]]],
         moved_away: Callable[[], bool],
         target: str,
         dest_socket: str,
@@ -134,6 +135,7 @@ class OutgoingMigration:
         self.state = state
         self.region = region
         self.stop = stop
+        self.events = events
         self.moved_away = moved_away
         self.target = target
         self.dest_socket = dest_socket
@@ -254,7 +256,7 @@ class OutgoingMigration:
         self.record("handed-over", destination=self.target, **({"note": note} if note else {}))
         if self.stream is not None:
             with contextlib.suppress(OSError):
-                send_message(self.stream, {"type": "done", "events": self.state()["events"]})
+                send_message(self.stream, {"type": "done", "events": self.events()})
 
     def _close_stream(self) -> None:
         if self.stream is not None:

@@ -87,6 +87,7 @@ class GuestRelocation:
             self.state,
             lambda: bytes(process.backend.region.view),
             self.stop,
+            events=self.events,
             moved_away=self.moved_away,
             target=str(args["to"]),
             dest_socket=str(args["socket"]),

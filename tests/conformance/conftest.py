@@ -1,4 +1,5 @@
-"""Fixtures of the data-path tests (DP-01 .. DP-11, ``test_dp_*.py``).
+"""Fixtures of the data-path tests (DP-01 .. DP-11, ``test_dp_*.py``), and those of the
+live-migration tests (``migration_kit``) made visible here.
 
 The tests share one lab. ``cleanup`` puts every NPA guest on the guest's NIC in
 passthrough before a test, runs the undo steps a test registered next to each change
@@ -19,6 +20,12 @@ import pytest
 from bench.lab import Lab
 from tests.conformance import kit
 from tests.conformance.data_path_kit import Cleanup, lab_view, sharing_nic
+from tests.conformance.migration_kit import (  # the LM tests' fixtures (test_lm_*.py)
+    homecoming,  # noqa: F401
+    hypervisor_fixture,  # noqa: F401  ("hv")
+    judged_fixture,  # noqa: F401  ("judged")
+    migratable_fixture,  # noqa: F401  ("migratable")
+)
 
 
 @pytest.fixture

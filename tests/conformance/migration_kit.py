@@ -7,10 +7,12 @@ vendors and a host without a NIC; ``topologies/migration-lab.yaml`` has the
 rest. Every migration runs through the orchestrator (``bench.migration``)
 under traffic both ways and is judged against the topology's ``limits:``.
 
-The fixture ``homecoming`` puts every guest back on its topology host (in
-passthrough where it can be) before and after each test, resets the guests'
-release levers, and checks that nothing leaked: one device process per guest,
-no VF owned by a guest that is not on that host, shared memory as found.
+The fixtures (``hv``, ``migratable``, ``judged``, ``homecoming``) are made
+visible to every conformance module by ``conftest.py``. ``homecoming`` puts
+every guest back on its topology host (in passthrough where it can be) before
+and after each test, resets the guests' release levers, and checks that
+nothing leaked: one device process per guest, no VF owned by a guest that is
+not on that host or owned twice, shared memory as found.
 """
 
 from __future__ import annotations
@@ -71,6 +73,13 @@ def destination(
     kinds = {"same": "a free VF of the same vendor", "other": "a free VF of another vendor"}
     wanted = kinds.get(vendor or "", "a free VF") if vf else "no VF"
     pytest.skip(f"no hypervisor in lab {lab.name} offers {guest} {wanted} (from {mine} on {here})")
+
+
+def port_state(lab: Lab, guest: str) -> dict[str, Any]:
+    """The guest's port on its current NIC, as the NIC holds it (MAC, filters, VLANs, MTU)."""
+    with lab.guest_nic(guest) as nic:
+        config: dict[str, Any] = nic.call("PORT_CONFIG", port=f"vport:{guest}")
+    return config
 
 
 def assert_passed(run: MigrationRun) -> None:

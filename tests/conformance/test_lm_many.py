@@ -9,7 +9,6 @@ first; no VF is owned twice; one device process per guest (``homecoming`` checks
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 
@@ -19,12 +18,9 @@ from tests.conformance import kit
 from tests.conformance.migration_kit import (
     Judge,
     destination,
-    homecoming,  # noqa: F401  (the fixture)
-    hypervisor_fixture,  # noqa: F401  (the fixture "hv")
-    judged_fixture,  # noqa: F401  (the fixture "judged")
     leaks,
-    migratable_fixture,  # noqa: F401  (the fixture "migratable")
     plan,
+    port_state,
     vendor_at,
 )
 
@@ -35,12 +31,6 @@ pytestmark = [
 
 #: Consecutive migrations of the storm test (the issue's acceptance asks for 20).
 STORM_HOPS = 20
-
-
-def port_state(lab: Lab, guest: str) -> dict[str, Any]:
-    with lab.guest_nic(guest) as nic:
-        config: dict[str, Any] = nic.call("PORT_CONFIG", port=f"vport:{guest}")
-    return config
 
 
 @pytest.mark.catalogue("LM-07")

@@ -8,8 +8,6 @@ the guest's new port, passthrough (or degraded, with the reason) at the end.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from bench.hypervisor import Hypervisor
@@ -19,24 +17,14 @@ from tests.conformance import kit
 from tests.conformance.migration_kit import (
     Judge,
     destination,
-    homecoming,  # noqa: F401  (the fixture)
-    hypervisor_fixture,  # noqa: F401  (the fixture "hv")
-    judged_fixture,  # noqa: F401  (the fixture "judged")
-    migratable_fixture,  # noqa: F401  (the fixture "migratable")
     plan,
+    port_state,
 )
 
 pytestmark = [
     pytest.mark.requires("guests", "role:traffic-generator"),
     pytest.mark.usefixtures("homecoming"),
 ]
-
-
-def port_state(lab: Lab, guest: str) -> dict[str, Any]:
-    """The guest's port on its current NIC, as the NIC holds it (MAC, filters, VLANs, MTU)."""
-    with lab.guest_nic(guest) as nic:
-        config: dict[str, Any] = nic.call("PORT_CONFIG", port=f"vport:{guest}")
-    return config
 
 
 @pytest.mark.catalogue("LM-01")

@@ -18,10 +18,6 @@ from bench.migration import Expectation, migrate_under_traffic
 from tests.conformance.migration_kit import (
     Judge,
     destination,
-    homecoming,  # noqa: F401  (the fixture)
-    hypervisor_fixture,  # noqa: F401  (the fixture "hv")
-    judged_fixture,  # noqa: F401  (the fixture "judged")
-    migratable_fixture,  # noqa: F401  (the fixture "migratable")
     plan,
 )
 
