@@ -36,7 +36,8 @@ PPS = 2000
 
 
 def plan(**changes: Any) -> TrafficPlan:
-    return TrafficPlan(pps=PPS, **changes)
+    """UDP both ways and an established TCP stream into the guest (its hash checked)."""
+    return TrafficPlan(**{"pps": PPS, "tcp": True, **changes})
 
 
 def vendor_at(lab: Lab, guest: str, host: str) -> str | None:
