@@ -13,15 +13,19 @@ import re
 from typing import get_args
 
 from bench.topology import Host, Instrument, Topology
+from bench.topology.model import QEMU_PRIMARY_MODELS
 from nic_emulators.models import MODEL_NAMES
 
 #: Backend -> the capability kinds it realises today. One line per backend.
 REALISED: dict[str, frozenset[str]] = {
-    "emulated": frozenset({"hosts", "backend", "role", "instrument", "nic", "guests"}),
-    "lab": frozenset({"hosts", "backend", "role", "instrument"}),
+    "emulated": frozenset(
+        {"hosts", "backend", "hypervisor", "role", "instrument", "nic", "guests"}
+    ),
+    "lab": frozenset({"hosts", "backend", "hypervisor", "role", "instrument"}),
 }
 
 _BACKENDS: tuple[str, ...] = get_args(Host.model_fields["backend"].annotation)
+_HYPERVISORS: tuple[str, ...] = get_args(Host.model_fields["hypervisor"].annotation)
 _ROLES: tuple[str, ...] = get_args(Host.model_fields["role"].annotation)
 _INSTRUMENTS: tuple[str, ...] = get_args(Instrument.model_fields["kind"].annotation)
 
@@ -29,6 +33,7 @@ _INSTRUMENTS: tuple[str, ...] = get_args(Instrument.model_fields["kind"].annotat
 KNOWN_FORMS = (
     "hosts:N",
     "backend:" + "|".join(_BACKENDS),
+    "hypervisor:" + "|".join(_HYPERVISORS),
     "role:" + "|".join(_ROLES),
     "instrument:" + "|".join(_INSTRUMENTS),
     "nic:sriov",
@@ -58,7 +63,8 @@ def is_known(capability: object) -> bool:
         "backend": _BACKENDS,
         "role": _ROLES,
         "instrument": _INSTRUMENTS,
-        "nic": ("sriov", *MODEL_NAMES),
+        "hypervisor": _HYPERVISORS,
+        "nic": ("sriov", *MODEL_NAMES, *QEMU_PRIMARY_MODELS),
     }
     return value in allowed.get(what, ())
 

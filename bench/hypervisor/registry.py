@@ -1,4 +1,4 @@
-"""Hypervisor backends by the ``backend:`` of the hosts they drive (labgrid-style registry)."""
+"""Hypervisor backends by the ``hypervisor:`` of the hosts they drive (labgrid-style registry)."""
 
 from __future__ import annotations
 
@@ -25,14 +25,15 @@ def register(backend: str) -> Callable[[Factory], Factory]:
 
 def hypervisor_for(lab: Lab) -> Hypervisor:
     """The hypervisor of ``lab``'s guests (all guests of a lab share one backend)."""
-    import bench.hypervisor.emulated  # noqa: F401  (registers itself)
+    import bench.hypervisor.emulated
+    import bench.hypervisor.qemu  # noqa: F401  (each registers itself)
 
-    backends = {lab.topology.host(g.host).backend for g in lab.topology.guests}
+    backends = {lab.topology.host(g.host).hypervisor for g in lab.topology.guests}
     if not backends:
         raise UsageError(f"lab {lab.name!r} has no guests: there is nothing to migrate")
     if len(backends) > 1:
         raise UsageError(
-            f"lab {lab.name!r} mixes guest backends {sorted(backends)}; one hypervisor per lab"
+            f"lab {lab.name!r} mixes hypervisors {sorted(backends)}; one hypervisor per lab"
         )
     (backend,) = backends
     try:
@@ -40,6 +41,6 @@ def hypervisor_for(lab: Lab) -> Hypervisor:
     except KeyError:
         known = ", ".join(sorted(_BACKENDS))
         raise UsageError(
-            f"no hypervisor backend for hosts of backend {backend!r} yet (available: {known})"
+            f"no hypervisor backend for hosts of hypervisor {backend!r} yet (available: {known})"
         ) from None
     return factory(lab)

@@ -88,7 +88,7 @@ def start_data_path(
     nics = [
         (host, nic)
         for host in topology.hosts
-        if host.backend == "emulated"
+        if host.backend == "emulated" and host.hypervisor == "emulated"
         for nic in host.nics
         if nic.model is not None
     ]

@@ -152,7 +152,9 @@ class Lab:
             return {"mode": "unreachable", "error": str(err)}
 
     def data_interfaces(self) -> list[tuple[str, str, str]]:
-        """(machine, interface, IP address) of every addressed data interface (hosts, guests)."""
+        """(machine, interface, IP address) of every addressed data interface (hosts, guests
+        with a shell of the bench's; a QEMU guest is reached at its address, see
+        ``reflector_address``)."""
         from bench.lab.data_path import GUEST_TAP
 
         found = [
@@ -161,8 +163,16 @@ class Lab:
             for iface in host.interfaces
             if iface.address is not None
         ]
-        found += [(g.name, GUEST_TAP, str(g.address.ip)) for g in self.topology.guests]
+        found += [(g.name, GUEST_TAP, str(g.address.ip)) for g in self.topology.emulated_guests()]
         return found
+
+    def reflector_address(self, name: str) -> str | None:
+        """The address of QEMU guest ``name``: it runs no agent of the bench, its own kernel
+        answers ICMP echo (traffic to it is a round trip). None for any other machine."""
+        for guest in self.topology.qemu_guests():
+            if guest.name == name:
+                return str(guest.address.ip)
+        return None
 
     def backend_of(self, name: str) -> str:
         """The backend of host ``name``, or of the host guest ``name`` runs on.

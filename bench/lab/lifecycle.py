@@ -2,8 +2,9 @@
 
 ``bring_up`` makes the hosts (and their guests' namespaces) with each backend,
 then the emulated data path (NIC emulators, guest NICs, vmxnet3 devices,
-guest shells), then the instruments. It journals as it goes and, if anything
-fails or the user presses Ctrl-C, tears down what it made before re-raising:
+guest shells), then the QEMU guests of QEMU hosts, then the instruments. It
+journals as it goes and, if anything fails or the user presses Ctrl-C, tears
+down what it made before re-raising:
 a failed ``up`` leaves nothing behind.
 """
 
@@ -17,6 +18,7 @@ from bench.lab.backends import backend_for
 from bench.lab.data_path import start_data_path
 from bench.lab.instruments import start_instruments
 from bench.lab.lab import Lab, endpoint_to_json
+from bench.lab.qemu_guests import start_qemu_guests
 from bench.lab.state import LabState
 from bench.lab.teardown import tear_down
 from bench.progress import Progress, silent
@@ -46,6 +48,9 @@ def bring_up_topology(topology: Topology, topology_path: Path, progress: Progres
         # NICs, guest NICs and the processes behind them need the namespaces made above;
         # instruments come last, as their wiring acts on the finished lab.
         start_data_path(topology, state, progress, deadline)
+        if topology.qemu_guests() or any(h.hypervisor == "qemu" for h in topology.hosts):
+            with Lab(topology, topology_path, state) as lab:
+                start_qemu_guests(lab, progress, deadline)
         state.instruments = start_instruments(topology, state, progress)
         state.status = "up"
         state.save()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bench.errors import UsageError
@@ -36,7 +36,8 @@ from bench.traffic.tcp import TcpContinuity, run_tcp_probe
 LEAD_S = 0.4
 TAIL_S = 0.6
 DEFAULT_PPS = 2000
-#: Assumed length of a migration when sizing the traffic (the flows end on schedule).
+#: Assumed length of a migration when sizing the traffic (the flows end on schedule), for a
+#: hypervisor that does not say (``expected_migration_s``).
 EXPECTED_S = 1.5
 
 
@@ -45,13 +46,18 @@ class TrafficPlan:
     """Traffic to run during a migration: UDP both ways at ``pps``; TCP if ``tcp``."""
 
     pps: int = DEFAULT_PPS
-    seconds: float = LEAD_S + EXPECTED_S + TAIL_S
+    #: None: long enough for the hypervisor's usual migration (its ``expected_migration_s``).
+    seconds: float | None = None
     tcp: bool = False
     #: Flow ids are ``flow_base + 1`` (to the guest) and ``+ 2`` (from it): guests
     #: migrating at once need flows of their own.
     flow_base: int = 0
     #: TCP probe port (guests migrating at once need ports of their own).
     tcp_port: int = 5201
+
+    def duration(self) -> float:
+        """How long the flows run."""
+        return self.seconds if self.seconds is not None else LEAD_S + EXPECTED_S + TAIL_S
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,9 @@ def migrate_under_traffic(
     with passthrough at the end if the destination offers the guest a VF.
     """
     hv = hypervisor or hypervisor_for(lab)
+    if traffic is not None and traffic.seconds is None:
+        expected = float(getattr(hv, "expected_migration_s", EXPECTED_S))
+        traffic = replace(traffic, seconds=LEAD_S + expected + TAIL_S)
     source = hv.host_of(guest)
     check_destination(lab.topology, guest, source, destination)  # bad input before traffic
     expect = expect or Expectation(passthrough_at_end=offers_vf(lab, guest, destination))
@@ -116,6 +125,11 @@ def migrate_under_traffic(
     workers = []
     if traffic is not None:
         workers.append(_flows_thread(lab, guest, traffic, flows, failures, sending=sending))
+        if traffic.tcp and lab.reflector_address(guest) is not None:
+            raise UsageError(
+                f"guest {guest} runs under QEMU without the bench's agent: no TCP probe into "
+                "it yet (ICMP echo measures both directions)"
+            )
         if traffic.tcp:
             workers.append(_tcp_thread(lab, guest, traffic, tcp, failures))
     else:
@@ -145,7 +159,8 @@ def migrate_under_traffic(
         else None
     )
     slack_s = float(lab.topology.limits.timeline_slack_ms) / 1000
-    wire = [wire_view(f, window, slack_s) for f in flows]
+    declared = _declared_windows(hv, result)
+    wire = [wire_view(f, window, slack_s, declared) for f in flows]
     learned = _learned(lab, guest)
     verdict = judge(
         result,
@@ -161,11 +176,27 @@ def migrate_under_traffic(
     )
 
 
+def _declared_windows(hv: Hypervisor, result: MigrationResult) -> tuple[tuple[float, float], ...]:
+    """Windows besides the downtime in which the hypervisor says frames cannot get through:
+    between the events its ``outage_windows`` names (a failover guest's eject)."""
+    windows = []
+    events = migration_events(result)
+    for start, end in getattr(hv, "outage_windows", ()):
+        begun = next((e.t for e in events if e.name == start), None)
+        ended = next((e.t for e in events if e.name == end and begun and e.t >= begun), None)
+        if begun is not None and ended is not None:
+            windows.append((begun, ended))
+    return tuple(windows)
+
+
 def offers_vf(lab: Lab, guest: str, destination: str) -> bool:
     """Whether ``guest`` will find a VF on ``destination``: an npa guest, and a NIC with VFs
     there (free ones: the NIC is asked, on an emulated lab)."""
     host = lab.topology.host(destination)
-    if lab.topology.guest(guest).nic_mode != "npa":
+    mode = lab.topology.guest(guest).nic_mode
+    if mode == "failover":  # a QEMU host plugs a primary if its NIC model gives "VFs"
+        return any(n.vfs > 0 for n in host.nics)
+    if mode != "npa":
         return False
     nic = nic_at(lab.topology, guest, destination)
     if nic is None or nic.vfs == 0:
@@ -194,23 +225,7 @@ def _flows_thread(
     *,
     sending: threading.Event,
 ) -> threading.Thread:
-    generator = generator_of(lab)
-    specs = [
-        TrafficSpec(
-            source=generator,
-            to=guest,
-            pps=plan.pps,
-            duration_s=plan.seconds,
-            flow=plan.flow_base + 1,
-        ),
-        TrafficSpec(
-            source=guest,
-            to=generator,
-            pps=plan.pps,
-            duration_s=plan.seconds,
-            flow=plan.flow_base + 2,
-        ),
-    ]
+    specs = _specs(generator_of(lab), guest, plan, lab.reflector_address(guest) is not None)
 
     def progress(message: str) -> None:
         if message.startswith(GENERATORS_SENDING):
@@ -225,6 +240,21 @@ def _flows_thread(
             sending.set()
 
     return threading.Thread(target=run, name="migration-traffic")
+
+
+def _specs(generator: str, guest: str, plan: TrafficPlan, echo: bool) -> list[TrafficSpec]:
+    """UDP generator -> guest and guest -> generator (the guest runs the bench's agent), or
+    for a guest without it (``echo``: a QEMU guest) ICMP echo, both ways at once."""
+    to_guest = TrafficSpec(
+        source=generator,
+        to=guest,
+        pps=plan.pps,
+        duration_s=plan.duration(),
+        flow=plan.flow_base + 1,
+    )
+    if echo:
+        return [to_guest]
+    return [to_guest, replace(to_guest, source=guest, to=generator, flow=plan.flow_base + 2)]
 
 
 def _tcp_thread(
@@ -244,7 +274,7 @@ def _tcp_thread(
                     own,
                     generator_of(lab),
                     guest,
-                    duration_s=plan.seconds,
+                    duration_s=plan.duration(),
                     rate_bytes_s=2e6,
                     port=plan.tcp_port,
                 )

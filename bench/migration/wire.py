@@ -35,10 +35,19 @@ class WireView:
         return asdict(self)
 
 
+Window = tuple[float, float]
+
+
 def wire_view(
-    result: DirectionResult, window: tuple[float, float] | None, slack_s: float
+    result: DirectionResult,
+    window: Window | None,
+    slack_s: float,
+    also: tuple[Window, ...] = (),
 ) -> WireView:
-    """``result`` seen against ``window`` (the guest's stop and resume, epoch seconds)."""
+    """``result`` seen against ``window`` (the guest's stop and resume, epoch seconds) and
+    the other windows in which the hypervisor declares the guest's path down (``also``:
+    a failover guest ejecting its primary)."""
+    windows = ([window] if window is not None else []) + list(also)
     first_rx = result.first_rx_ns / 1e9
     gap_to = first_rx + result.gap_end_ms / 1000
     rate = result.send_pps or 1.0
@@ -51,7 +60,7 @@ def wire_view(
     def count(lo: int, hi: int) -> None:
         nonlocal inside, outside
         for seq in range(lo, hi + 1):
-            if window is not None and window[0] - slack_s <= due(seq) <= window[1] + slack_s:
+            if any(lo - slack_s <= due(seq) <= hi + slack_s for lo, hi in windows):
                 inside += 1
             else:
                 outside += 1

@@ -280,6 +280,20 @@ class SshHost:
         self._log.spawned(command, pid)
         return process
 
+    def open_stream(self, command: str) -> paramiko.Channel:
+        """Run ``command`` on a channel of its own and hand over the raw channel: a byte
+        stream to the command's stdin and from its stdout (``sendall``, ``recv``,
+        ``settimeout``, ``close``), for protocols relayed through the host (QMP, a serial
+        console). Closing the channel ends the command's stdin; the caller closes it."""
+        transport = self._require_transport()
+        try:
+            channel = transport.open_session(timeout=self._connect_timeout)
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectionLost(self.name, f"cannot open a stream for `{command}`: {exc}") from exc
+        self._log.note(f"stream opened: {command}")
+        return channel
+
     def _read_pid(
         self, channel: paramiko.Channel, token: str, command: str, started: float
     ) -> tuple[int, bytearray, bytearray]:

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Protocol, cast
 
 from bench.topology.issues import TopologyIssue
-from bench.topology.model import Guest, Host, Topology
+from bench.topology.model import QEMU_PRIMARY_MODELS, Guest, Host, Topology
 from bench.topology.source import FieldPath, SourceDocument
 from nic_emulators.models import MODEL_NAMES
 
@@ -107,6 +107,11 @@ def _unique_names(topo: Topology, doc: SourceDocument) -> Iterator[tuple[FieldPa
                     first[child.name] = path
 
 
+def _models(host: Host) -> tuple[str, ...]:
+    """The NIC models a host may name: QEMU's primaries on a QEMU hypervisor, else emulators."""
+    return QEMU_PRIMARY_MODELS if host.hypervisor == "qemu" else MODEL_NAMES
+
+
 def _real_nic_rules(h: int, host: Host) -> Iterator[tuple[FieldPath, str]]:
     """``qemu:`` and ``vf_config:`` belong to lab hosts; a VF setting names an existing VF."""
     if host.qemu is not None and host.backend != "lab":
@@ -141,6 +146,12 @@ def _host_rules(topo: Topology) -> Iterator[tuple[FieldPath, str]]:
                 f"host {host.name!r} has backend 'emulated', which gets its SSH endpoint "
                 "from the bench: expected no 'ssh:' (or set 'backend: lab')",
             )
+        if host.hypervisor == "qemu" and host.backend != "emulated":
+            yield (
+                ("hosts", h, "hypervisor"),
+                f"host {host.name!r} has backend {host.backend!r}: the QEMU hypervisor runs on "
+                "emulated hosts for now: expected 'backend: emulated' or 'hypervisor: emulated'",
+            )
         yield from _real_nic_rules(h, host)
         for i, iface in enumerate(host.interfaces):
             reserved = RESERVED_INTERFACE_NAMES.get(iface.name)
@@ -170,13 +181,18 @@ def _host_rules(topo: Topology) -> Iterator[tuple[FieldPath, str]]:
                     (*path, "model"),
                     "a lab host drives real NICs: expected the PF's 'pci:' address, got 'model:'",
                 )
-            elif nic.model is not None and nic.model not in MODEL_NAMES:
-                close = difflib.get_close_matches(nic.model, MODEL_NAMES, n=1, cutoff=0.6)
+            elif nic.model is not None and nic.model not in _models(host):
+                models = _models(host)
+                close = difflib.get_close_matches(nic.model, models, n=1, cutoff=0.6)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
+                what = (
+                    "QEMU primary NIC models (a QEMU hypervisor's 'VF')"
+                    if host.hypervisor == "qemu"
+                    else "emulated NIC models"
+                )
                 yield (
                     (*path, "model"),
-                    f"expected one of the emulated NIC models {', '.join(MODEL_NAMES)}, "
-                    f"got {nic.model!r}{hint}",
+                    f"expected one of the {what} {', '.join(models)}, got {nic.model!r}{hint}",
                 )
             elif nic.model is not None and nic.link is None:
                 yield (
@@ -260,12 +276,18 @@ def _guest_on_host(
             ("guests", g, "nic"),
             _unknown("NIC", guest.nic, (n.name for n in host.nics), f"host {host.name!r}"),
         )
-    if guest.nic_mode == "failover" and host.backend == "emulated":
+    if guest.nic_mode == "failover" and host.hypervisor != "qemu":
         yield (
             ("guests", g, "nic_mode"),
-            "failover guests (virtio standby + VF primary under net_failover) need the "
-            "QEMU backend; on the emulated backend expected nic_mode 'npa' or 'emulation', "
-            "got 'failover'",
+            "failover guests (virtio standby + VF primary under net_failover) need a QEMU "
+            f"hypervisor; host {host.name!r} has the emulated one: expected nic_mode 'npa' or "
+            "'emulation', got 'failover' (or 'hypervisor: qemu' on the host)",
+        )
+    if guest.nic_mode == "npa" and host.hypervisor == "qemu":
+        yield (
+            ("guests", g, "nic_mode"),
+            f"host {host.name!r} runs its guests under QEMU, which has no NPA shell: expected "
+            "nic_mode 'failover' or 'emulation', got 'npa'",
         )
     if guest.vswitch_uplink is not None and guest.vswitch_uplink not in {
         i.name for i in host.interfaces

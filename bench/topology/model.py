@@ -181,6 +181,10 @@ class VfSpec(_Strict):
     min_tx_rate: Count | None = Field(default=None, ge=0, description="Mbit/s, 0: no minimum")
 
 
+#: Emulated PCI NICs QEMU can plug as a failover guest's primary (standing in for a VF).
+QEMU_PRIMARY_MODELS = ("vmxnet3", "e1000e")
+
+
 class QemuHost(_Strict):
     """A lab host the bench boots itself: a QEMU guest with an igb (SR-IOV) NIC, reached
     over SSH on the ``ssh:`` port of 127.0.0.1 like any lab server (tests and demos)."""
@@ -219,6 +223,14 @@ class Host(_Strict):
 
     name: Name
     backend: Literal["emulated", "lab"] = "emulated"
+    hypervisor: Literal["emulated", "qemu"] = Field(
+        default="emulated",
+        description="what runs this host's guests: emulated (a namespace per guest, vmxnet3 "
+        "shell + plugin) or qemu (a QEMU VM per guest: virtio standby + emulated primary "
+        "under net_failover; the host's NIC model names the primary: "
+        + ", ".join(QEMU_PRIMARY_MODELS)
+        + ")",
+    )
     role: Literal["hypervisor", "traffic-generator", "generic"] = "generic"
     ssh: SshAccess | None = Field(default=None, description="required for lab hosts only")
     qemu: QemuHost | None = Field(
@@ -443,8 +455,15 @@ class Topology(_Strict):
     def emulated_guests(self) -> list[Guest]:
         """Guests of emulated hosts: the emulated backend makes each a namespace with an sshd
         (and takes a management address for it, after the hosts')."""
-        emulated = {h.name for h in self.hosts if h.backend == "emulated"}
+        emulated = {
+            h.name for h in self.hosts if h.backend == "emulated" and h.hypervisor == "emulated"
+        }
         return [g for g in self.guests if g.host in emulated]
+
+    def qemu_guests(self) -> list[Guest]:
+        """Guests of hosts whose hypervisor is QEMU: each a VM, reached over its console."""
+        qemu = {h.name for h in self.hosts if h.hypervisor == "qemu"}
+        return [g for g in self.guests if g.host in qemu]
 
     def guest_nic(self, guest: Guest) -> Nic | None:
         """The NIC of its host that ``guest`` uses: ``nic:``, else the first with VFs, else the
@@ -471,12 +490,14 @@ class Topology(_Strict):
         """What tests may require of this topology (see the ``requires`` marker).
 
         ``hosts:N`` for N up to the host count, ``backend:<name>`` per backend present,
+        ``hypervisor:<name>`` per hypervisor of a hypervisor host,
         ``role:<role>``, ``instrument:<kind>``, ``nic:sriov`` when a NIC has VFs,
         ``nic:<model>`` per emulated NIC model present, ``guests`` when guests are
         defined and ``guests:N`` for N up to the guest count.
         """
         caps = {f"hosts:{n}" for n in range(1, len(self.hosts) + 1)}
         caps |= {f"backend:{h.backend}" for h in self.hosts}
+        caps |= {f"hypervisor:{h.hypervisor}" for h in self.hosts if h.role == "hypervisor"}
         caps |= {f"role:{h.role}" for h in self.hosts}
         caps |= {f"instrument:{i.kind}" for i in self.instruments}
         nics = [n for h in self.hosts for n in h.nics]

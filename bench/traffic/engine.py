@@ -72,6 +72,9 @@ def _plan(lab: Lab, spec: TrafficSpec) -> _Plan:
             if machine == spec.source:
                 raise UsageError(f"traffic: {spec.to} is the source itself")
             return _Plan("one-way", machine, interface, address, f"{spec.source} -> {machine}")
+    reflector = lab.reflector_address(spec.to)
+    if reflector is not None:  # a QEMU guest: its kernel echoes
+        return _Plan("round-trip", spec.source, "", reflector, f"{spec.source} <-> {spec.to}")
     if spec.to in names:
         raise UsageError(f"traffic: {spec.to} has no interface with an address")
     try:

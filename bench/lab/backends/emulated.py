@@ -93,8 +93,9 @@ class EmulatedBackend:
         return endpoints
 
     def guests_of(self, hosts: Sequence[Host]) -> list[Guest]:
-        """The guests that run on ``hosts``, in topology order."""
-        names = {h.name for h in hosts}
+        """The namespaced guests that run on ``hosts``, in topology order (a QEMU
+        hypervisor's guests are VMs: ``bench.lab.qemu_guests`` makes those)."""
+        names = {h.name for h in hosts if h.hypervisor == "emulated"}
         return [g for g in self.topology.guests if g.host in names]
 
     def _machines(self, hosts: Sequence[Host], guests: Sequence[Guest]) -> list[_Machine]:

@@ -1,0 +1,235 @@
+"""The QEMU hypervisor: failover guests (net_failover) under real QEMU, driven over QMP.
+
+A guest is a QEMU instance on its host (``bench.qemu.guests``); the bench listens to
+each instance's QMP events (``bench.qemu.monitor``) and adds its own steps to the
+same log: ``emulation-active`` when the guest has ejected its primary and inbound
+frames are steered to the standby, ``passthrough-active`` when the guest has a
+primary again (enslaved and up, read on its console) and frames are steered to it.
+
+Revocation is QEMU's own: ``device_del`` of the primary (the guest ejects it) and
+``device_add`` to give it back. A live migration is in ``qemu_migration.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+from typing import Any
+
+from bench.errors import UsageError
+from bench.hypervisor.interface import HypervisorEvent, MigrationResult
+from bench.hypervisor.registry import register
+from bench.lab.lab import Lab
+from bench.qemu.failover_vm import PRIMARY_ID, primary_device
+from bench.qemu.guest_net import guest_netdev
+from bench.qemu.guests import Instance, QemuGuests
+from bench.qemu.monitor import QemuMonitor
+from bench.qemu.qmp import QmpClient, QmpError
+from bench.qemu.remote import open_socket
+
+#: How long the guest may take to take a primary that was plugged (hot-add, probe,
+#: net_failover enslaving it, link up): TCG guests are slow.
+PRIMARY_UP_S = 30.0
+
+
+@register("qemu")
+class QemuHypervisor:
+    """The hypervisor of a lab's QEMU hosts (one per ``Lab``; close it when done)."""
+
+    #: A migration's usual length here, to size the traffic around it: under TCG, QEMU
+    #: takes ~1 s and the guest ~1.5 s more to take the destination's primary.
+    expected_migration_s = 3.5
+    #: Besides the downtime, the guest's path is down while it ejects its primary: from
+    #: QEMU's unplug request until the guest let go of it (the driver closes the primary
+    #: before net_failover unregisters it, and until then drops what the standby gets).
+    #: And while it takes a primary again: from the guest's resume until the bench has
+    #: seen it hold the primary and steered to it. (Flooding both TAPs meanwhile was
+    #: tried: net_failover then delivers both copies while it opens the primary.)
+    outage_windows = (("unplug-primary", "emulation-active"), ("resumed", "primary-steered"))
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.limits = lab.topology.limits
+        self.guests = QemuGuests(lab)
+        self._monitors: dict[tuple[str, int], QemuMonitor] = {}
+        self._events: dict[str, list[HypervisorEvent]] = {}
+        self._lock = threading.RLock()
+        self._migrating: dict[str, Instance] = {}
+
+    # -- events -------------------------------------------------------------------
+
+    def record(self, guest: str, host: str, name: str, **details: Any) -> HypervisorEvent:
+        """Add a step of the bench's own to ``guest``'s log."""
+        event = HypervisorEvent(time.time(), host, name, details)
+        with self._lock:
+            self._events.setdefault(guest, []).append(event)
+        return event
+
+    def monitor(self, instance: Instance) -> QemuMonitor:
+        """The event monitor of ``instance`` (connected on first use, kept)."""
+        key = (instance.guest, instance.number)
+        with self._lock:
+            if key not in self._monitors:
+                self._monitors[key] = QemuMonitor(
+                    self.lab.host(instance.host),
+                    instance.host,
+                    instance.files,
+                    on_event=functools.partial(self._seen, instance.guest),
+                )
+            return self._monitors[key]
+
+    def _seen(self, guest: str, event: HypervisorEvent) -> None:
+        with self._lock:
+            self._events.setdefault(guest, []).append(event)
+
+    def events(self, guest: str) -> list[HypervisorEvent]:
+        with self._lock:
+            return sorted(self._events.get(guest, []), key=lambda e: e.t)
+
+    def drop_monitor(self, instance: Instance) -> None:
+        with self._lock:
+            monitor = self._monitors.pop((instance.guest, instance.number), None)
+        if monitor is not None:
+            monitor.close()
+
+    def qmp(self, instance: Instance, command: str, **arguments: Any) -> Any:
+        """Run one QMP command on ``instance``'s command monitor."""
+        channel = open_socket(self.lab.host(instance.host), str(instance.files.qmp_commands))
+        try:
+            client = QmpClient(instance.files.qmp_commands, timeout=10.0, stream=channel)
+        except QmpError:
+            channel.close()
+            raise
+        try:
+            return client.execute(command, **arguments)
+        finally:
+            client.close()
+
+    # -- looking --------------------------------------------------------------------
+
+    def host_of(self, guest: str) -> str:
+        return self.lab.guest_host(guest)
+
+    def status(self, guest: str) -> dict[str, Any]:
+        """The guest's mode as the guest sees it (console), with where it runs."""
+        instance = self.guests.current(guest)
+        net = self.guests.net(instance)
+        primary = net.primary
+        netdev = guest_netdev(net)
+        return {
+            "host": instance.host,
+            "instance": instance.number,
+            "mode": net.mode,
+            "reason": net.reason(),
+            "vf": primary.name if primary else None,
+            "plugin": primary.driver if primary else None,
+            "netdev": net.master.name if net.master else None,
+            "steering": self.guests.steering(guest),
+            "counters": netdev.counters if netdev is not None else {},
+        }
+
+    # -- guests and primaries ----------------------------------------------------------
+
+    def start_guest(self, guest: str) -> None:
+        """Boot ``guest`` again on the host it is placed on (after ``stop_guest``)."""
+        placed = self.lab.state.placement.get(guest)
+        if placed and placed.get("pid"):
+            raise UsageError(f"guest {guest} is running; stop it first")
+        host = placed["host"] if placed else self.lab.topology.guest(guest).host
+        number = self.lab.state.migrations = self.lab.state.migrations + 1
+        instance = self.guests.boot(self.guests.instance(guest, host, number))
+        self.guests.place(instance)
+        deadline = time.monotonic() + self.limits.lab_up_timeout_s
+        self.guests.wait_booted(instance, deadline)
+        if instance.vm.has_primary:
+            self._primary_back(instance, deadline)
+
+    def stop_guest(self, guest: str) -> None:
+        instance = self.guests.current(guest)
+        self.drop_monitor(instance)
+        self.guests.stop(instance)
+        self.lab.state.placement[guest] = {**self.lab.state.placement[guest], "pid": 0}
+        self.lab.state.save()
+
+    def suspend(self, guest: str) -> None:
+        self.qmp(self.guests.current(guest), "stop")
+
+    def resume(self, guest: str) -> None:
+        self.qmp(self.guests.current(guest), "cont")
+
+    def revoke_vf(self, guest: str, *, surprise: bool = False) -> None:
+        """Unplug the guest's primary (``device_del``: the guest ejects it); inbound frames
+        go to the standby once it is gone. QEMU has no surprise removal of a PCIe device:
+        ``surprise`` is refused."""
+        if surprise:
+            raise UsageError(
+                "QEMU cannot remove a PCIe device without the guest's eject "
+                "(device_del always asks the guest): no surprise removal on this backend"
+            )
+        instance = self.guests.current(guest)
+        monitor = self.monitor(instance)
+        asked = self.record(guest, instance.host, "vf-revoke")
+        self.qmp(instance, "device_del", id=PRIMARY_ID)
+        deadline = time.monotonic() + self.limits.vf_release_timeout_s
+        monitor.wait_for({"primary-ejected"}, deadline, since=asked.t - 0.5)
+        self.guests.steer(instance, "standby")
+        self.record(guest, instance.host, "emulation-active", reason="VF revoked")
+
+    def offer_vf(self, guest: str) -> None:
+        """Plug the primary again (``device_add``); steered to it once the guest has it."""
+        instance = self.guests.current(guest)
+        if instance.vm.primary_model is None:
+            raise UsageError(f"host {instance.host} has no primary to give {guest}")
+        if self.guests.net(instance).primary is not None:
+            return
+        self.record(guest, instance.host, "vf-offer")
+        with contextlib.suppress(QmpError):  # already plugged, not yet taken: wait for it
+            self.qmp(instance, "device_add", **primary_device(instance.vm))
+        self._primary_back(instance, time.monotonic() + PRIMARY_UP_S)
+
+    def _primary_back(self, instance: Instance, deadline: float) -> None:
+        """Steer to the primary as soon as the guest holds it (net_failover drops what the
+        standby receives from then on), then wait for the primary's link."""
+        self.guests.wait_primary(instance, True, deadline)
+        self.guests.steer(instance, "primary")
+        self.record(instance.guest, instance.host, "primary-steered")
+        net = self.guests.wait_mode(instance, "passthrough", deadline)
+        self.record(
+            instance.guest,
+            instance.host,
+            "passthrough-active",
+            plugin=net.primary.driver if net.primary else None,
+        )
+
+    def set_steering(self, guest: str, on: bool) -> None:
+        """Steer the guest's inbound frames to the TAP that carries them (on), or let the
+        host bridge learn (off: the blackout net_failover then shows)."""
+        self.guests.set_steering(guest, on)
+
+    # -- live migration -----------------------------------------------------------------
+
+    def migrate(
+        self, guest: str, destination: str, *, fail_at_destination: bool = False
+    ) -> MigrationResult:
+        from bench.hypervisor.qemu_migration import QemuMigration
+
+        return QemuMigration(self, guest, destination, fail_at_destination).run()
+
+    def cancel_migration(self, guest: str) -> None:
+        """``migrate_cancel`` on the source: QEMU plugs the primary back there."""
+        with self._lock:
+            source = self._migrating.get(guest)
+        if source is None:
+            raise UsageError(f"guest {guest} is not migrating")
+        self.record(guest, source.host, "cancel-requested")
+        self.qmp(source, "migrate_cancel")
+
+    def close(self) -> None:
+        with self._lock:
+            monitors = list(self._monitors.values())
+            self._monitors.clear()
+        for monitor in monitors:
+            monitor.close()
+        self.guests.close()

@@ -1,0 +1,224 @@
+"""One live migration of a failover guest between two hosts' QEMU processes.
+
+1. A destination QEMU is started on the destination host (``-incoming defer``, its
+   own TAPs, inbound frames steered to its standby) and told to listen on the
+   host's management address; both QEMUs get the ``events`` migration capability.
+2. ``migrate`` on the source. QEMU unplugs the primary (``UNPLUG_PRIMARY``, state
+   ``wait-unplug``) and waits for the guest to eject it; once it has
+   (``DEVICE_DELETED``), inbound frames are steered to the source's standby
+   (``emulation-active``). A guest that keeps its primary past
+   ``limits.vf_release_timeout_s`` gets the migration cancelled (LM-06).
+3. Pre-copy, then stop-and-copy: ``STOP`` on the source, ``RESUME`` on the
+   destination; QEMU's own downtime figure (``query-migrate``) is logged beside.
+4. Completed: the source QEMU is stopped and the guest placed on the destination,
+   where QEMU plugs the primary again; once the guest has it, frames are steered
+   to it (``passthrough-active``). Failed or cancelled: the destination QEMU is
+   stopped, QEMU plugs the primary back on the source and the guest takes it.
+
+``fail_at_destination`` (LM-05) kills the destination QEMU once the stream runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from bench.errors import LabError
+from bench.hypervisor.interface import MigrationResult, Outcome
+from bench.hypervisor.placement import check_destination
+from bench.qemu.guests import MIGRATION_PORT, Instance
+
+if TYPE_CHECKING:
+    from bench.hypervisor.qemu import QemuHypervisor
+
+_ENDED = {"migration-completed", "migration-failed", "migration-cancelled"}
+
+
+class QemuMigration:
+    def __init__(
+        self, hv: QemuHypervisor, guest: str, destination: str, fail_at_destination: bool
+    ) -> None:
+        self.hv = hv
+        self.guest = guest
+        self.destination = destination
+        self.fail_at_destination = fail_at_destination
+        self.limits = hv.limits
+        self.lab = hv.lab
+
+    def run(self) -> MigrationResult:
+        hv, guest = self.hv, self.guest
+        source = hv.guests.current(guest)
+        check_destination(self.lab.topology, guest, source.host, self.destination)
+        source_monitor = hv.monitor(source)
+        started = hv.record(guest, source.host, "migration-start", to=self.destination).t
+        self.lab.state.migrations += 1
+        number = self.lab.state.migrations
+        target = hv.guests.boot(
+            hv.guests.instance(guest, self.destination, number), incoming="defer"
+        )
+        outcome: Outcome = "failed"
+        reason = ""
+        had_primary = False
+        try:
+            hv.monitor(target)
+            for instance in (source, target):
+                hv.qmp(
+                    instance,
+                    "migrate-set-capabilities",
+                    capabilities=[{"capability": "events", "state": True}],
+                )
+            uri = f"tcp:{self.lab.endpoint(self.destination).address}:{MIGRATION_PORT + number}"
+            hv.qmp(target, "migrate-incoming", uri=uri)
+            with hv._lock:
+                hv._migrating[guest] = source
+            had_primary = hv.guests.net(source).primary is not None
+            hv.qmp(source, "migrate", uri=uri)
+            if had_primary:
+                reason = self._release(source, started)
+            if self.fail_at_destination and not reason:
+                self._kill_destination(target, started)
+            ended = source_monitor.wait_for(
+                _ENDED, time.monotonic() + self.limits.migration_timeout_s, since=started
+            )
+            outcome = {
+                "migration-completed": "completed",
+                "migration-cancelled": "cancelled",
+            }.get(ended.name, "failed")  # type: ignore[assignment]
+            if outcome == "cancelled" and reason:
+                outcome = "failed"  # the bench cancelled it: the guest kept its VF
+            elif outcome == "failed":
+                reason = reason or self._failure(source)
+            elif outcome == "cancelled":
+                reason = "cancelled"
+        except TimeoutError as err:
+            reason = f"the migration did not end within limits.migration_timeout_s: {err}"
+            hv.qmp(source, "migrate_cancel")
+        except BaseException:
+            hv.drop_monitor(target)
+            hv.guests.stop(target)
+            raise
+        finally:
+            with hv._lock:
+                hv._migrating.pop(guest, None)
+        if outcome == "completed":
+            here = self._completed(source, target)
+        else:
+            here = self._rolled_back(source, target, had_primary)
+        net = hv.guests.net(here)
+        return MigrationResult(
+            guest=guest,
+            source=source.host,
+            destination=self.destination,
+            outcome=outcome,
+            reason=reason,
+            host=here.host,
+            mode=net.mode,
+            mode_reason=self._mode_reason(here, net.reason()),
+            plugin=net.primary.driver if net.primary else None,
+            started_at=started,
+            finished_at=time.time(),
+            events=tuple(hv.events(guest)),
+        )
+
+    # -- steps ----------------------------------------------------------------------
+
+    def _release(self, source: Instance, started: float) -> str:
+        """Wait for the guest to eject its primary; steer to the standby. The reason to
+        give up (the bench then cancels), or '' once it is released."""
+        hv = self.hv
+        bound = float(self.limits.vf_release_timeout_s)
+        monitor = hv.monitor(source)
+        try:
+            asked = monitor.wait_for({"unplug-primary"}, time.monotonic() + bound, since=started)
+            hv.record(self.guest, source.host, "vf-release-requested")
+            ejected = self._ejected(source, asked.t, time.monotonic() + bound)
+        except TimeoutError:
+            hv.record(self.guest, source.host, "vf-release-timeout", bound_s=bound)
+            hv.qmp(source, "migrate_cancel")
+            return (
+                f"the guest did not release its VF (eject the primary) within "
+                f"limits.vf_release_timeout_s = {bound:g} s; migration cancelled"
+            )
+        if ejected:
+            hv.guests.steer(source, "standby")
+            done = hv.record(self.guest, source.host, "emulation-active", reason="migration")
+            hv.record(
+                self.guest,
+                source.host,
+                "vf-release-done",
+                waited_ms=round((done.t - asked.t) * 1000, 3),
+            )
+        return ""
+
+    def _ejected(self, source: Instance, asked: float, deadline: float) -> bool:
+        """Watch the guest let go of its primary (polled on its console: QEMU itself notices
+        only at its next 250 ms look in wait-unplug, and says so by leaving it). True once
+        it has; False if the migration ended first; TimeoutError at ``deadline``."""
+        monitor = self.hv.monitor(source)
+        while True:
+            if not self.hv.guests.primary_enslaved(source):
+                return True
+            seen = {e.name for e in monitor.events if e.t >= asked}
+            if seen & _ENDED:
+                return False
+            if seen & {"primary-ejected", "migration-active"}:
+                return True
+            if time.monotonic() > deadline:
+                raise TimeoutError("primary not ejected")
+
+    def _kill_destination(self, target: Instance, started: float) -> None:
+        """LM-05: the destination QEMU dies once the stream runs."""
+        monitor = self.hv.monitor(self.hv.guests.current(self.guest))
+        monitor.wait_for(
+            {"migration-active", *_ENDED},
+            time.monotonic() + self.limits.migration_timeout_s,
+            since=started,
+        )
+        self.hv.lab.host(target.host).run(f"kill -KILL {target.pid}")
+        self.hv.record(self.guest, target.host, "destination-failed", note="failure injected")
+
+    def _failure(self, source: Instance) -> str:
+        try:
+            info: dict[str, Any] = self.hv.qmp(source, "query-migrate")
+        except LabError as err:
+            return f"migration failed ({err})"
+        said = info.get("error-desc", "no reason given")
+        injected = " (failure injected at the destination)" if self.fail_at_destination else ""
+        return f"migration failed: {said}{injected}"
+
+    def _completed(self, source: Instance, target: Instance) -> Instance:
+        hv = self.hv
+        target_monitor = hv.monitor(target)
+        target_monitor.wait_for({"resumed"}, time.monotonic() + 30.0)
+        hv.guests.place(target, steering=hv.guests.steering(self.guest))
+        # The primary first: once the guest holds it, what reaches the standby is dropped.
+        if target.vm.has_primary:
+            hv._primary_back(target, time.monotonic() + float(self.limits.passthrough_return_s))
+        else:
+            hv.guests.steer(target, "standby")
+        info = hv.qmp(source, "query-migrate")
+        hv.record(
+            self.guest,
+            source.host,
+            "qemu-downtime",
+            downtime_ms=info.get("downtime"),
+            total_ms=info.get("total-time"),
+        )
+        hv.drop_monitor(source)
+        hv.guests.stop(source)
+        return target
+
+    def _rolled_back(self, source: Instance, target: Instance, had_primary: bool) -> Instance:
+        hv = self.hv
+        hv.drop_monitor(target)
+        hv.guests.stop(target)
+        if had_primary and hv.guests.net(source).primary is None:
+            hv._primary_back(source, time.monotonic() + float(self.limits.passthrough_return_s))
+        elif had_primary:
+            hv.guests.steer(source, "primary")
+        return source
+
+    def _mode_reason(self, here: Instance, guest_says: str) -> str:
+        if here.vm.primary_model is None and here.vm.failover:
+            return f"no VF on {here.host} (no primary NIC to plug)"
+        return guest_says

@@ -1,0 +1,287 @@
+"""A lab's QEMU guests at run time: boot an instance on a host, reach it, steer it, stop it.
+
+A guest may have several QEMU instances over its life (each migration starts one on
+the destination); ``LabState.placement[guest]`` says which one is the guest now:
+``{"host", "instance", "pid", "nic", "steering"}``. Each instance keeps its files
+in ``<state>/guests/<guest>/qemu-<n>/`` (sockets, console log, PID file), so a
+teardown finds a QEMU by its command line even when the journal lost it.
+
+Used by ``npabench up`` (boot every guest) and by the QEMU hypervisor (migration
+destinations, revocation, steering). Everything on a host goes over SSH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from bench.errors import LabError
+from bench.lab.lab import Lab
+from bench.lab.procfs import start_ticks
+from bench.lab.state import Resource
+from bench.qemu import host_net
+from bench.qemu.accel import Accelerator, usable_accelerator
+from bench.qemu.console import GuestConsole
+from bench.qemu.failover_image import IMAGE_DIR_DEFAULT, READY_LINE
+from bench.qemu.failover_vm import FailoverVm, VmFiles, qemu_arguments
+from bench.qemu.guest_net import NETDEVS_COMMAND, GuestNet, parse_netdevs
+from bench.qemu.remote import open_socket, start_qemu, stop_qemu
+from bench.topology import Guest, Topology
+
+#: The image every QEMU guest boots (``make qemu-failover-image`` builds it).
+REPO = Path(__file__).resolve().parents[2]
+IMAGE_DIR = REPO / IMAGE_DIR_DEFAULT
+#: First TCP port of migration streams (the instance number is added).
+MIGRATION_PORT = 47000
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One QEMU instance of a guest on a host."""
+
+    guest: str
+    host: str
+    number: int
+    vm: FailoverVm
+    files: VmFiles
+    pid: int = 0
+
+    @property
+    def taps(self) -> tuple[str, str]:
+        return self.vm.standby_tap, self.vm.primary_tap
+
+    @property
+    def journal_name(self) -> str:
+        return f"qemu {self.guest}#{self.number}"
+
+
+def primary_model(topology: Topology, guest: Guest, host: str) -> str | None:
+    """The primary QEMU plugs for ``guest`` on ``host``: the host's first NIC with "VFs",
+    for a failover guest; None for a guest without the feature or a host without one."""
+    if guest.nic_mode != "failover":
+        return None
+    nic = next((n for n in topology.host(host).nics if n.vfs > 0), None)
+    return nic.model if nic is not None else None
+
+
+class QemuGuests:
+    """The QEMU guests of one lab (one per controller process and lab)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.image_dir = IMAGE_DIR
+        self._consoles: dict[tuple[str, int], tuple[GuestConsole, paramiko.Channel]] = {}
+        self._lock = threading.RLock()
+
+    # -- where a guest is ------------------------------------------------------
+
+    def placement(self, guest: str) -> dict[str, Any]:
+        placed = self.lab.state.placement.get(guest)
+        if not placed:
+            raise LabError(f"guest {guest} has no running QEMU instance in lab {self.lab.name}")
+        return placed
+
+    def current(self, guest: str) -> Instance:
+        placed = self.placement(guest)
+        return self.instance(guest, str(placed["host"]), int(placed["instance"]), placed["pid"])
+
+    def instance(self, guest: str, host: str, number: int, pid: int = 0) -> Instance:
+        topology = self.lab.topology
+        spec = topology.guest(guest)
+        index = [g.name for g in topology.guests].index(guest)
+        standby, primary = host_net.tap_names(index, number)
+        vm = FailoverVm(
+            guest=guest,
+            mac=spec.mac,
+            address=str(spec.address),
+            standby_tap=standby,
+            primary_tap=primary,
+            primary_model=primary_model(topology, spec, host),
+            failover=spec.nic_mode == "failover",
+            mtu=spec.mtu,
+        )
+        files = VmFiles(self.lab.state.directory / "guests" / guest / f"qemu-{number}", guest)
+        return Instance(guest, host, number, vm, files, int(pid))
+
+    # -- boot and stop ----------------------------------------------------------
+
+    def accelerator(self) -> Accelerator:
+        """KVM if it really runs a guest here, else TCG: probed once per lab (the probe
+        of a hanging KVM costs its whole timeout), kept in the lab's state directory."""
+        kept = self.lab.state.directory / "qemu-accel"
+        with contextlib.suppress(OSError):
+            known = kept.read_text().strip()
+            if known in ("kvm", "tcg"):
+                return known  # type: ignore[return-value]
+        accel = usable_accelerator(self.image_dir / "vmlinuz")
+        kept.write_text(accel + "\n")
+        return accel
+
+    def boot(self, instance: Instance, incoming: str | None = None) -> Instance:
+        """Make the instance's TAPs, start its QEMU (journalled at once); steered to the
+        standby until the guest has a primary. Returns the instance with its PID."""
+        if not (self.image_dir / "initrd.img").is_file():
+            raise LabError(
+                f"no QEMU failover guest image in {self.image_dir}: run `make qemu-failover-image`"
+            )
+        host = self.lab.host(instance.host)
+        vm = instance.vm
+        host_net.make_taps(host, instance.taps, vm.mtu)
+        host_net.steer(host, vm.mac, vm.standby_tap, instance.taps)
+        accel = self.accelerator()
+        argv = qemu_arguments(vm, self.image_dir, instance.files, accel, incoming)
+        try:
+            pid = start_qemu(host, argv, instance.files)
+        except BaseException:
+            host_net.remove_taps(host, instance.taps)
+            raise
+        started = Instance(instance.guest, instance.host, instance.number, vm, instance.files, pid)
+        self.lab.state.record(Resource("process", started.journal_name, pid, start_ticks(pid)))
+        return started
+
+    def place(self, instance: Instance, steering: bool = True) -> None:
+        """Make ``instance`` the guest's current one (journalled)."""
+        host = self.lab.topology.host(instance.host)
+        nic = next((n.name for n in host.nics if n.vfs > 0), None)
+        self.lab.state.placement[instance.guest] = {
+            "host": instance.host,
+            "instance": instance.number,
+            "pid": instance.pid,
+            "nic": nic,
+            "steering": steering,
+        }
+        self.lab.state.save()
+
+    def stop(self, instance: Instance) -> None:
+        """Stop the instance's QEMU and remove its TAPs."""
+        self._drop_console(instance)
+        host = self.lab.host(instance.host)
+        if instance.pid:
+            stop_qemu(host, instance.pid, instance.files)
+        host_net.remove_taps(host, instance.taps)
+        for resource in list(self.lab.state.resources):
+            if resource.kind == "process" and resource.name == instance.journal_name:
+                self.lab.state.forget(resource)
+
+    def wait_booted(self, instance: Instance, deadline: float) -> None:
+        """Wait until the guest printed its ready line on the console (network configured)."""
+        host = self.lab.host(instance.host)
+        log = str(instance.files.console_log)
+        while True:
+            found = host.run(f"grep -qF {READY_LINE!r} {log}")
+            if found.exit_status == 0:
+                return
+            alive = host.run(f"kill -0 {instance.pid}")
+            if alive.exit_status != 0:
+                tail = host.run(f"tail -n 5 {instance.files.log} {log} 2>/dev/null").stdout
+                raise LabError(f"{instance.host}: QEMU of {instance.guest} exited: {tail}")
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"{instance.host}: guest {instance.guest} did not boot in time; "
+                    f"see its console log {log}"
+                )
+            time.sleep(0.2)
+
+    # -- the guest's console -----------------------------------------------------
+
+    def console(self, instance: Instance) -> GuestConsole:
+        """The instance's serial console (one connection, kept; callers hold ``lock``)."""
+        key = (instance.guest, instance.number)
+        with self._lock:
+            if key not in self._consoles:
+                channel = open_socket(
+                    self.lab.host(instance.host), str(instance.files.console_socket)
+                )
+                self._consoles[key] = (GuestConsole(channel, instance.guest), channel)
+            return self._consoles[key][0]
+
+    def _drop_console(self, instance: Instance) -> None:
+        with self._lock:
+            entry = self._consoles.pop((instance.guest, instance.number), None)
+        if entry is not None:
+            with contextlib.suppress(OSError):
+                entry[1].close()
+
+    def run(self, instance: Instance, command: str, timeout: float = 10.0) -> str:
+        """Run ``command`` in the guest; its output (LabError on a non-zero exit)."""
+        with self._lock:
+            result = self.console(instance).run(command, timeout=timeout)
+        if result.exit_status != 0:
+            raise LabError(
+                f"guest {instance.guest} on {instance.host}: `{command}` exited "
+                f"{result.exit_status}: {result.output.strip()[-300:]}"
+            )
+        return result.output
+
+    def net(self, instance: Instance) -> GuestNet:
+        """The guest's netdevs as it sees them now."""
+        return parse_netdevs(self.run(instance, NETDEVS_COMMAND))
+
+    def primary_enslaved(self, instance: Instance) -> bool:
+        """Whether net_failover holds a primary now (from then on it drops what arrives on
+        the standby). One shell builtin in the guest: quick enough to poll."""
+        lowers = self.run(instance, "echo /sys/class/net/*/lower_*").split()
+        return any("/lower_" in p and not p.endswith("nsby") and "*" not in p for p in lowers)
+
+    def wait_primary(self, instance: Instance, present: bool, deadline: float) -> None:
+        """Poll the guest until its primary is enslaved (``present``) or gone."""
+        while self.primary_enslaved(instance) != present:
+            if time.monotonic() > deadline:
+                state = "take" if present else "let go of"
+                raise TimeoutError(
+                    f"guest {instance.guest} on {instance.host} did not {state} its primary in time"
+                )
+            time.sleep(0.005)
+
+    def wait_mode(self, instance: Instance, mode: str, deadline: float) -> GuestNet:
+        """Poll the guest until it is in ``mode`` (passthrough: primary enslaved and up)."""
+        while True:
+            net = self.net(instance)
+            if net.mode == mode:
+                return net
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"guest {instance.guest} on {instance.host} not in {mode} in time "
+                    f"({net.reason() or net.mode})"
+                )
+            time.sleep(0.02)
+
+    # -- steering ------------------------------------------------------------------
+
+    def steering(self, guest: str) -> bool:
+        return bool(self.lab.state.placement.get(guest, {}).get("steering", True))
+
+    def steer(self, instance: Instance, to: str) -> None:
+        """Steer the guest's inbound frames to its ``primary`` or ``standby`` TAP (a no-op
+        with steering off: the bridge learns)."""
+        if not self.steering(instance.guest):
+            return
+        host = self.lab.host(instance.host)
+        tap = instance.vm.primary_tap if to == "primary" else instance.vm.standby_tap
+        host_net.steer(host, instance.vm.mac, tap, instance.taps)
+
+    def set_steering(self, guest: str, on: bool) -> None:
+        """Turn steering on (static entry where the guest's traffic belongs) or off."""
+        instance = self.current(guest)
+        self.lab.state.placement[guest]["steering"] = on
+        self.lab.state.save()
+        host = self.lab.host(instance.host)
+        if on:
+            self.steer(
+                instance, "primary" if self.net(instance).mode == "passthrough" else "standby"
+            )
+        else:
+            host_net.unsteer(host, instance.vm.mac, instance.taps)
+
+    def close(self) -> None:
+        with self._lock:
+            for _, channel in self._consoles.values():
+                with contextlib.suppress(OSError):
+                    channel.close()
+            self._consoles.clear()

@@ -1,0 +1,143 @@
+"""QEMU's own account of a guest: QMP events, read as they come, as hypervisor events.
+
+One thread per QEMU instance reads its event monitor (relayed over SSH) and turns
+each QMP event into a ``HypervisorEvent`` stamped with QEMU's own timestamp (the
+host's clock): the failover handshake (``FAILOVER_NEGOTIATED``), the primary's
+unplug request and eject (``UNPLUG_PRIMARY``, ``DEVICE_DELETED``), every migration
+state (``MIGRATION``: setup, wait-unplug, active, device, completed, failed,
+cancelled), the guest's stop and resume (``STOP``, ``RESUME``). Waiters block on a
+condition until an event they want arrives, with a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.errors import LabError
+from bench.hypervisor.interface import HypervisorEvent
+from bench.qemu.failover_vm import PRIMARY_ID, VmFiles
+from bench.qemu.qmp import QmpClient, QmpError
+from bench.qemu.remote import open_socket
+from bench.ssh import SshHost
+
+#: QMP migration states -> the bench's event names (shared with the emulated hypervisor
+#: where the step is the same: ``stop-and-copy-start``, ``resumed``).
+_MIGRATION_STATES = {
+    "setup": "migration-setup",
+    "wait-unplug": "wait-unplug",
+    "active": "migration-active",
+    "device": "migration-device",
+    "completed": "migration-completed",
+    "failed": "migration-failed",
+    "cancelling": "migration-cancelling",
+    "cancelled": "migration-cancelled",
+}
+
+
+def event_name(message: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The bench's name and details for QMP event ``message``; None for events it ignores."""
+    kind = message.get("event")
+    data = message.get("data") or {}
+    if kind == "MIGRATION":
+        name = _MIGRATION_STATES.get(str(data.get("status")))
+        return (name, {}) if name else None
+    if kind == "STOP":
+        return "stop-and-copy-start", {}
+    if kind == "RESUME":
+        return "resumed", {}
+    if kind == "FAILOVER_NEGOTIATED":
+        return "failover-negotiated", {"device": data.get("device-id")}
+    if kind == "UNPLUG_PRIMARY":
+        return "unplug-primary", {"device": data.get("device-id")}
+    if kind == "DEVICE_DELETED" and data.get("device") == PRIMARY_ID:
+        return "primary-ejected", {}
+    return None
+
+
+def _stamp(message: dict[str, Any]) -> float:
+    stamp = message.get("timestamp") or {}
+    seconds, micros = stamp.get("seconds"), stamp.get("microseconds")
+    if isinstance(seconds, int) and isinstance(micros, int) and seconds > 0:
+        return seconds + micros / 1e6
+    return time.time()
+
+
+class QemuMonitor:
+    """Events of one QEMU instance, from when the monitor connected; use as a context
+    manager or call :meth:`close`."""
+
+    def __init__(
+        self,
+        host: SshHost,
+        host_name: str,
+        files: VmFiles,
+        on_event: Callable[[HypervisorEvent], None] | None = None,
+    ) -> None:
+        self.host_name = host_name
+        self.files = files
+        self.events: list[HypervisorEvent] = []
+        self._on_event = on_event
+        self._changed = threading.Condition()
+        self._closed = False
+        try:
+            channel = open_socket(host, str(files.qmp_events))
+            self._client = QmpClient(files.qmp_events, timeout=10.0, stream=channel)
+        except (QmpError, OSError) as err:
+            raise LabError(f"{host_name}: QMP events of {files.name}: {err}") from None
+        channel.settimeout(0.5)
+        self._thread = threading.Thread(target=self._read, name=f"qmp-{files.name}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._closed:
+            try:
+                message = self._client.receive()
+            except TimeoutError:
+                continue
+            except (QmpError, OSError, ValueError):
+                break
+            named = event_name(message)
+            if named is None:
+                continue
+            event = HypervisorEvent(_stamp(message), self.host_name, named[0], named[1])
+            with self._changed:
+                self.events.append(event)
+                self._changed.notify_all()
+            if self._on_event is not None:
+                self._on_event(event)
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def wait_for(self, names: set[str], deadline: float, since: float = 0.0) -> HypervisorEvent:
+        """The first event named in ``names`` at or after ``since`` (epoch seconds);
+        TimeoutError at ``deadline`` (monotonic)."""
+        with self._changed:
+            while True:
+                for event in self.events:
+                    if event.name in names and event.t >= since:
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    what = "its monitor closed" if self._closed else "the deadline passed"
+                    raise TimeoutError(
+                        f"{self.files.name} on {self.host_name}: none of {sorted(names)} "
+                        f"came ({what}); saw {[e.name for e in self.events]}"
+                    )
+                self._changed.wait(remaining)
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._client.close()
+        self._thread.join(timeout=2.0)
+
+    def __enter__(self) -> QemuMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
