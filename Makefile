@@ -10,7 +10,7 @@ REPORT ?= report
 APT_PACKAGES := openssh-server openssh-client iproute2 iputils-ping tcpdump procps python3-venv ethtool chromium
 LINTED := bench drivers nic_emulators tests conftest.py
 
-.PHONY: setup system qemu qemu-sriov-image run test bench lint clean
+.PHONY: setup system qemu qemu-sriov-image qemu-failover-image run test bench lint clean
 
 setup: system $(BIN)/.installed
 
@@ -48,6 +48,11 @@ QEMU_IMAGE_DIR := build/qemu-sriov-host
 qemu-sriov-image: qemu $(BIN)/.installed
 	$(BIN)/python -m bench.qemu.sriov_host_image $(QEMU_IMAGE_DIR)
 
+## qemu-failover-image: the failover guests' kernel + initramfs (net_failover, virtio, vmxnet3, e1000e)
+QEMU_FAILOVER_DIR := build/qemu-failover-guest
+qemu-failover-image: qemu $(BIN)/.installed
+	$(BIN)/python -m bench.qemu.failover_image $(QEMU_FAILOVER_DIR)
+
 $(BIN)/.installed: pyproject.toml requirements.lock | system
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
@@ -60,7 +65,7 @@ run: setup qemu-sriov-image
 	echo "HTML report: $(abspath $(REPORT))/report.html"; exit $$status
 
 ## test: lint, type-check, then the project's tests (real namespaces, sshd, sockets)
-test: setup lint qemu-sriov-image
+test: setup lint qemu-sriov-image qemu-failover-image
 	$(BIN)/pytest tests --topology $(TOPOLOGY)
 
 lint: setup

@@ -159,8 +159,8 @@ class QemuMigration:
             if not self.hv.guests.primary_enslaved(source):
                 return True
             seen = {e.name for e in monitor.events if e.t >= asked}
-            if seen & _ENDED:
-                return False
+            if seen & {*_ENDED, "migration-cancelling"}:
+                return False  # cancelled meanwhile: QEMU now waits for the eject itself
             if seen & {"primary-ejected", "migration-active"}:
                 return True
             if time.monotonic() > deadline:
@@ -212,10 +212,8 @@ class QemuMigration:
         hv = self.hv
         hv.drop_monitor(target)
         hv.guests.stop(target)
-        if had_primary and hv.guests.net(source).primary is None:
+        if had_primary:  # QEMU plugs it back if the guest had ejected it
             hv._primary_back(source, time.monotonic() + float(self.limits.passthrough_return_s))
-        elif had_primary:
-            hv.guests.steer(source, "primary")
         return source
 
     def _mode_reason(self, here: Instance, guest_says: str) -> str:

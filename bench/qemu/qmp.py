@@ -12,9 +12,18 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench.errors import LabError
+
+
+class Stream(Protocol):
+    """A byte stream to a QMP socket: a Unix socket here, or an SSH channel relaying to it."""
+
+    def sendall(self, data: bytes, /) -> None: ...
+    def recv(self, size: int, /) -> bytes: ...
+    def settimeout(self, timeout: float | None, /) -> None: ...
+    def close(self) -> None: ...
 
 
 class QmpError(LabError):
@@ -24,14 +33,17 @@ class QmpError(LabError):
 class QmpClient:
     """One QMP session; events received while waiting for a reply are kept in ``events``."""
 
-    def __init__(self, path: Path, timeout: float = 5.0) -> None:
+    def __init__(self, path: Path, timeout: float = 5.0, stream: Stream | None = None) -> None:
+        """Connect to QMP socket ``path``, or talk over ``stream`` (already connected to it,
+        e.g. an SSH channel relaying to the socket on the QEMU's host)."""
         self.path = path
         self.events: list[dict[str, Any]] = []
         self._buffer = b""
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock: Stream = stream or socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
-            self._sock.connect(str(path))
+            if stream is None:
+                self._sock.connect(str(path))  # type: ignore[attr-defined]
             self._read()  # the greeting
             self.execute("qmp_capabilities")
         except (OSError, QmpError) as err:
@@ -47,6 +59,11 @@ class QmpClient:
         line, _, self._buffer = self._buffer.partition(b"\n")
         message: dict[str, Any] = json.loads(line)
         return message
+
+    def receive(self) -> dict[str, Any]:
+        """The next message QEMU sends (an event, when no command is pending); the stream's
+        timeout applies (``TimeoutError``/``socket.timeout`` when nothing came)."""
+        return self._read()
 
     def execute(self, command: str, **arguments: Any) -> Any:
         """Run ``command``; its ``return`` value, or QmpError with QEMU's error text."""

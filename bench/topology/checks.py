@@ -276,7 +276,7 @@ def _guest_on_host(
             ("guests", g, "nic"),
             _unknown("NIC", guest.nic, (n.name for n in host.nics), f"host {host.name!r}"),
         )
-    if guest.nic_mode == "failover" and host.hypervisor != "qemu":
+    if guest.nic_mode == "failover" and host.backend == "emulated" and host.hypervisor != "qemu":
         yield (
             ("guests", g, "nic_mode"),
             "failover guests (virtio standby + VF primary under net_failover) need a QEMU "

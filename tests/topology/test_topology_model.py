@@ -78,6 +78,7 @@ def test_capabilities_of_the_emulated_lab() -> None:
         "hosts:3",
         "hosts:4",
         "backend:emulated",
+        "hypervisor:emulated",
         "role:hypervisor",
         "role:traffic-generator",
         "instrument:power-supply",
