@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "up",
         "bring the lab of a topology up (namespaces, switches, sshd per host and guest, "
-        "NIC emulators, guest NICs)",
+        "NIC emulators, guest NICs; QEMU VMs for the guests of a QEMU hypervisor)",
     )
     p.add_argument("topology", help="topology file")
     p.set_defaults(func=cmd_up)

@@ -59,6 +59,9 @@ class EmulatedHypervisor:
         status: dict[str, Any] = self._call(guest, "status")
         return status
 
+    def close(self) -> None:
+        """Nothing held open: every call opens its own control connection."""
+
     def events(self, guest: str) -> list[HypervisorEvent]:
         return [HypervisorEvent.from_json(e) for e in self._call(guest, "events")["events"]]
 

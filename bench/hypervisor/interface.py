@@ -112,3 +112,6 @@ class Hypervisor(Protocol):
 
     def status(self, guest: str) -> dict[str, Any]:
         """What the guest's device reports now (mode, reason, VF, plugin...)."""
+
+    def close(self) -> None:
+        """Let go of what the instance holds open (event monitors, consoles)."""

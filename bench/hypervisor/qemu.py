@@ -18,20 +18,30 @@ import threading
 import time
 from typing import Any
 
-from bench.errors import UsageError
+from bench.errors import LabError, UsageError
 from bench.hypervisor.interface import HypervisorEvent, MigrationResult
 from bench.hypervisor.registry import register
 from bench.lab.lab import Lab
+from bench.qemu.failover_image import tcp_echo_command
 from bench.qemu.failover_vm import PRIMARY_ID, primary_device
 from bench.qemu.guest_net import guest_netdev
-from bench.qemu.guests import Instance, QemuGuests
+from bench.qemu.guests import Instance, QemuGuests, mode_reason
 from bench.qemu.monitor import QemuMonitor
 from bench.qemu.qmp import QmpClient, QmpError
 from bench.qemu.remote import open_socket
 
+#: Echo requests per second a TCG guest answers exactly (measured: 500 exact, 2000 not).
+TCG_PROBE_PPS = 500
 #: How long the guest may take to take a primary that was plugged (hot-add, probe,
 #: net_failover enslaving it, link up): TCG guests are slow.
 PRIMARY_UP_S = 30.0
+
+
+#: Shared by every QemuHypervisor of a lab in this process (keyed by the lab's state
+#: directory): one event monitor per QEMU instance, one event log per guest.
+_MONITORS: dict[tuple[str, str, int], QemuMonitor] = {}
+_EVENTS: dict[tuple[str, str], list[HypervisorEvent]] = {}
+_SHARED = threading.RLock()
 
 
 @register("qemu")
@@ -47,50 +57,69 @@ class QemuHypervisor:
     #: And while it takes a primary again: from the guest's resume until the bench has
     #: seen it hold the primary and steered to it. (Flooding both TAPs meanwhile was
     #: tried: net_failover then delivers both copies while it opens the primary.)
-    outage_windows = (("unplug-primary", "emulation-active"), ("resumed", "primary-steered"))
+    #: A cancelled migration whose guest ejects late has both, between the cancel and
+    #: the primary back on the source.
+    #: A migration that fails after the guest stopped holds it paused until QEMU resumes it
+    #: on the source; what reaches it meanwhile beyond QEMU's queues is lost.
+    outage_windows = (
+        ("stop-and-copy-start", "resumed"),
+        ("unplug-primary", "emulation-active"),
+        ("resumed", "primary-steered"),
+        ("cancel-requested", "primary-steered"),
+    )
+    #: QEMU waits up to 30 s for a guest to finish an unplug it was asked for before it
+    #: gives up a cancelled migration: what a cancel may take beyond the bench's bound.
+    cancel_grace_s = 35.0
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.limits = lab.topology.limits
         self.guests = QemuGuests(lab)
-        self._monitors: dict[tuple[str, int], QemuMonitor] = {}
-        self._events: dict[str, list[HypervisorEvent]] = {}
-        self._lock = threading.RLock()
+        self._lab = str(lab.state.directory)
         self._migrating: dict[str, Instance] = {}
+
+    @property
+    def probe_pps_limit(self) -> int | None:
+        """The rate of echo requests a guest answers exactly: a TCG guest's emulated CPU
+        falls behind well below what the generator sends (2000 pps lose frames)."""
+        return TCG_PROBE_PPS if self.guests.accelerator() == "tcg" else None
 
     # -- events -------------------------------------------------------------------
 
     def record(self, guest: str, host: str, name: str, **details: Any) -> HypervisorEvent:
         """Add a step of the bench's own to ``guest``'s log."""
         event = HypervisorEvent(time.time(), host, name, details)
-        with self._lock:
-            self._events.setdefault(guest, []).append(event)
+        self._seen(guest, event)
         return event
 
     def monitor(self, instance: Instance) -> QemuMonitor:
-        """The event monitor of ``instance`` (connected on first use, kept)."""
-        key = (instance.guest, instance.number)
-        with self._lock:
-            if key not in self._monitors:
-                self._monitors[key] = QemuMonitor(
+        """The event monitor of ``instance`` (connected on first use, kept, and shared by
+        every hypervisor object of the lab in this process: QEMU serves one client)."""
+        key = (self._lab, instance.guest, instance.number)
+        with _SHARED:
+            monitor = _MONITORS.get(key)
+            if monitor is None or not monitor.listening:
+                monitor = QemuMonitor(
                     self.lab.host(instance.host),
                     instance.host,
                     instance.files,
                     on_event=functools.partial(self._seen, instance.guest),
                 )
-            return self._monitors[key]
+                _MONITORS[key] = monitor
+            return monitor
 
     def _seen(self, guest: str, event: HypervisorEvent) -> None:
-        with self._lock:
-            self._events.setdefault(guest, []).append(event)
+        with _SHARED:
+            _EVENTS.setdefault((self._lab, guest), []).append(event)
 
     def events(self, guest: str) -> list[HypervisorEvent]:
-        with self._lock:
-            return sorted(self._events.get(guest, []), key=lambda e: e.t)
+        """What QEMU and the bench did to ``guest`` while this process listened."""
+        with _SHARED:
+            return sorted(_EVENTS.get((self._lab, guest), []), key=lambda e: e.t)
 
     def drop_monitor(self, instance: Instance) -> None:
-        with self._lock:
-            monitor = self._monitors.pop((instance.guest, instance.number), None)
+        with _SHARED:
+            monitor = _MONITORS.pop((self._lab, instance.guest, instance.number), None)
         if monitor is not None:
             monitor.close()
 
@@ -122,7 +151,7 @@ class QemuHypervisor:
             "host": instance.host,
             "instance": instance.number,
             "mode": net.mode,
-            "reason": net.reason(),
+            "reason": mode_reason(instance, net.reason()),
             "vf": primary.name if primary else None,
             "plugin": primary.driver if primary else None,
             "netdev": net.master.name if net.master else None,
@@ -203,6 +232,19 @@ class QemuHypervisor:
             plugin=net.primary.driver if net.primary else None,
         )
 
+    def start_tcp_echo(self, guest: str, port: int) -> None:
+        """A TCP echo server in the guest on ``port`` (kept; started once)."""
+        # busybox nc listens on an IPv6 socket (v4-mapped) where the kernel has IPv6
+        listening = f"grep -qi ':{port:04X} 0*:0000 0A' /proc/net/tcp /proc/net/tcp6"
+        command = f"{listening} || {{ {tcp_echo_command(port)} }}"
+        instance = self.guests.current(guest)
+        self.guests.run(instance, command)
+        deadline = time.monotonic() + 5.0
+        while "yes" not in self.guests.run(instance, f"{listening} && echo yes || true"):
+            if time.monotonic() > deadline:
+                raise LabError(f"guest {guest}: the TCP echo server on port {port} did not listen")
+            time.sleep(0.05)
+
     def set_steering(self, guest: str, on: bool) -> None:
         """Steer the guest's inbound frames to the TAP that carries them (on), or let the
         host bridge learn (off: the blackout net_failover then shows)."""
@@ -217,9 +259,17 @@ class QemuHypervisor:
 
         return QemuMigration(self, guest, destination, fail_at_destination).run()
 
+    def migrating(self, guest: str, source: Instance | None) -> None:
+        """Note (``source``) or forget (None) that ``guest`` migrates, for a cancel."""
+        with _SHARED:
+            if source is None:
+                self._migrating.pop(guest, None)
+            else:
+                self._migrating[guest] = source
+
     def cancel_migration(self, guest: str) -> None:
         """``migrate_cancel`` on the source: QEMU plugs the primary back there."""
-        with self._lock:
+        with _SHARED:
             source = self._migrating.get(guest)
         if source is None:
             raise UsageError(f"guest {guest} is not migrating")
@@ -227,9 +277,6 @@ class QemuHypervisor:
         self.qmp(source, "migrate_cancel")
 
     def close(self) -> None:
-        with self._lock:
-            monitors = list(self._monitors.values())
-            self._monitors.clear()
-        for monitor in monitors:
-            monitor.close()
+        """Nothing of its own: monitors and consoles are shared in the process and end with
+        the SSH connections they run over (``Lab.close``) or with their QEMU."""
         self.guests.close()

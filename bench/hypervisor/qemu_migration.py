@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 from bench.errors import LabError
 from bench.hypervisor.interface import MigrationResult, Outcome
 from bench.hypervisor.placement import check_destination
-from bench.qemu.guests import MIGRATION_PORT, Instance
+from bench.qemu.guests import MIGRATION_PORT, Instance, mode_reason
 
 if TYPE_CHECKING:
     from bench.hypervisor.qemu import QemuHypervisor
+
 
 _ENDED = {"migration-completed", "migration-failed", "migration-cancelled"}
 
@@ -67,10 +68,17 @@ class QemuMigration:
                     "migrate-set-capabilities",
                     capabilities=[{"capability": "events", "state": True}],
                 )
+            # LM-05 fails the destination while the guest is stopped: QEMU pauses there
+            hv.qmp(
+                source,
+                "migrate-set-capabilities",
+                capabilities=[
+                    {"capability": "pause-before-switchover", "state": self.fail_at_destination}
+                ],
+            )
             uri = f"tcp:{self.lab.endpoint(self.destination).address}:{MIGRATION_PORT + number}"
             hv.qmp(target, "migrate-incoming", uri=uri)
-            with hv._lock:
-                hv._migrating[guest] = source
+            hv.migrating(guest, source)
             had_primary = hv.guests.net(source).primary is not None
             hv.qmp(source, "migrate", uri=uri)
             if had_primary:
@@ -98,8 +106,7 @@ class QemuMigration:
             hv.guests.stop(target)
             raise
         finally:
-            with hv._lock:
-                hv._migrating.pop(guest, None)
+            hv.migrating(guest, None)
         if outcome == "completed":
             here = self._completed(source, target)
         else:
@@ -113,7 +120,7 @@ class QemuMigration:
             reason=reason,
             host=here.host,
             mode=net.mode,
-            mode_reason=self._mode_reason(here, net.reason()),
+            mode_reason=mode_reason(here, net.reason()),
             plugin=net.primary.driver if net.primary else None,
             started_at=started,
             finished_at=time.time(),
@@ -167,15 +174,18 @@ class QemuMigration:
                 raise TimeoutError("primary not ejected")
 
     def _kill_destination(self, target: Instance, started: float) -> None:
-        """LM-05: the destination QEMU dies once the stream runs."""
-        monitor = self.hv.monitor(self.hv.guests.current(self.guest))
-        monitor.wait_for(
-            {"migration-active", *_ENDED},
+        """LM-05: the destination QEMU dies during stop-and-copy (the source paused before
+        the switch-over, the guest stopped); the source is then let go on, and fails."""
+        source = self.hv.guests.current(self.guest)
+        paused = self.hv.monitor(source).wait_for(
+            {"migration-pre-switchover", *_ENDED},
             time.monotonic() + self.limits.migration_timeout_s,
             since=started,
         )
         self.hv.lab.host(target.host).run(f"kill -KILL {target.pid}")
         self.hv.record(self.guest, target.host, "destination-failed", note="failure injected")
+        if paused.name == "migration-pre-switchover":
+            self.hv.qmp(source, "migrate-continue", state="pre-switchover")
 
     def _failure(self, source: Instance) -> str:
         try:
@@ -196,6 +206,10 @@ class QemuMigration:
             hv._primary_back(target, time.monotonic() + float(self.limits.passthrough_return_s))
         else:
             hv.guests.steer(target, "standby")
+        # QEMU announced the guest itself at the resume (RARP rounds); one more round on
+        # the bench's word, logged, so the switch's learning is tied to an event
+        hv.qmp(target, "announce-self", initial=50, max=550, rounds=1, step=100)
+        hv.record(self.guest, target.host, "announce-sent")
         info = hv.qmp(source, "query-migrate")
         hv.record(
             self.guest,
@@ -212,11 +226,13 @@ class QemuMigration:
         hv = self.hv
         hv.drop_monitor(target)
         hv.guests.stop(target)
+        events = hv.monitor(source).events
+        stopped = next((e for e in events if e.name == "stop-and-copy-start"), None)
+        if stopped is not None:  # QEMU let the guest run on where it was
+            resumed = hv.monitor(source).wait_for({"resumed"}, time.monotonic() + 10.0, stopped.t)
+            hv.record(self.guest, source.host, "guest-resumed-on-source", at=resumed.t)
+        if had_primary and not hv.guests.primary_enslaved(source):
+            hv.guests.steer(source, "standby")  # ejected late (after a cancel): the standby
         if had_primary:  # QEMU plugs it back if the guest had ejected it
             hv._primary_back(source, time.monotonic() + float(self.limits.passthrough_return_s))
         return source
-
-    def _mode_reason(self, here: Instance, guest_says: str) -> str:
-        if here.vm.primary_model is None and here.vm.failover:
-            return f"no VF on {here.host} (no primary NIC to plug)"
-        return guest_says

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from bench.errors import LabError, UsageError
+from bench.errors import HostError, LabError, UsageError
 from bench.lab.data_path import guest_control_socket, nic_control_socket
 from bench.lab.processes import is_running
 from bench.lab.state import LabState
@@ -140,15 +140,24 @@ class Lab:
             raise LabError(f"{what} does not answer: {err}") from None
 
     def guest_status(self, guest: str) -> dict[str, Any]:
-        """What ``guest``'s vmxnet3 device reports (mode, reason, VF, plugin, counters).
+        """What ``guest``'s vmxnet3 device reports (mode, reason, VF, plugin, counters); for
+        a QEMU guest, what the guest shows on its console (mode, reason, primary).
 
         A device that does not answer is ``{"mode": "unreachable", "error": ...}``:
         status is for looking, so it never fails on one silent guest.
         """
         try:
+            if self.reflector_address(guest) is not None:  # a QEMU guest: ask its console
+                from bench.hypervisor import hypervisor_for
+
+                hv = hypervisor_for(self)
+                try:
+                    return hv.status(guest)
+                finally:
+                    hv.close()
             with self.guest_control(guest, timeout=STATUS_TIMEOUT_S) as device:
                 return device.call("status")
-        except (LabError, ControlError, OSError, ValueError) as err:
+        except (HostError, LabError, ControlError, OSError, ValueError) as err:
             return {"mode": "unreachable", "error": str(err)}
 
     def data_interfaces(self) -> list[tuple[str, str, str]]:

@@ -37,6 +37,9 @@ from bench.topology import Guest, Topology
 #: The image every QEMU guest boots (``make qemu-failover-image`` builds it).
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_DIR = REPO / IMAGE_DIR_DEFAULT
+#: The consoles this process holds: (state dir, guest, instance) -> console, channel.
+_CONSOLES: dict[tuple[str, str, int], tuple[GuestConsole, paramiko.Channel]] = {}
+_CONSOLE_LOCK = threading.RLock()
 #: First TCP port of migration streams (the instance number is added).
 MIGRATION_PORT = 47000
 
@@ -70,14 +73,20 @@ def primary_model(topology: Topology, guest: Guest, host: str) -> str | None:
     return nic.model if nic is not None else None
 
 
+def mode_reason(instance: Instance, guest_says: str) -> str:
+    """Why the guest is not in passthrough ('' if it is): no primary on its host, or what
+    the guest itself shows."""
+    if guest_says and instance.vm.failover and instance.vm.primary_model is None:
+        return f"no VF on {instance.host} (no primary NIC to plug)"
+    return guest_says
+
+
 class QemuGuests:
     """The QEMU guests of one lab (one per controller process and lab)."""
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.image_dir = IMAGE_DIR
-        self._consoles: dict[tuple[str, int], tuple[GuestConsole, paramiko.Channel]] = {}
-        self._lock = threading.RLock()
 
     # -- where a guest is ------------------------------------------------------
 
@@ -190,28 +199,31 @@ class QemuGuests:
 
     # -- the guest's console -----------------------------------------------------
 
-    def console(self, instance: Instance) -> GuestConsole:
-        """The instance's serial console (one connection, kept; callers hold ``lock``)."""
-        key = (instance.guest, instance.number)
-        with self._lock:
-            if key not in self._consoles:
-                channel = open_socket(
-                    self.lab.host(instance.host), str(instance.files.console_socket)
-                )
-                self._consoles[key] = (GuestConsole(channel, instance.guest), channel)
-            return self._consoles[key][0]
+    def _console(self, instance: Instance) -> GuestConsole:
+        """The instance's serial console. QEMU serves one client at a time, so a process
+        keeps one connection per instance, shared by every ``QemuGuests`` of the lab (the
+        hypervisor's, a test's), and opens it again when its SSH connection went away."""
+        key = (str(self.lab.state.directory), instance.guest, instance.number)
+        entry = _CONSOLES.get(key)
+        if entry is None or entry[1].closed or not entry[1].get_transport().is_active():
+            channel = open_socket(self.lab.host(instance.host), str(instance.files.console_socket))
+            entry = (GuestConsole(channel, instance.guest), channel)
+            _CONSOLES[key] = entry
+        return entry[0]
 
     def _drop_console(self, instance: Instance) -> None:
-        with self._lock:
-            entry = self._consoles.pop((instance.guest, instance.number), None)
+        with _CONSOLE_LOCK:
+            entry = _CONSOLES.pop(
+                (str(self.lab.state.directory), instance.guest, instance.number), None
+            )
         if entry is not None:
             with contextlib.suppress(OSError):
                 entry[1].close()
 
     def run(self, instance: Instance, command: str, timeout: float = 10.0) -> str:
         """Run ``command`` in the guest; its output (LabError on a non-zero exit)."""
-        with self._lock:
-            result = self.console(instance).run(command, timeout=timeout)
+        with _CONSOLE_LOCK:
+            result = self._console(instance).run(command, timeout=timeout)
         if result.exit_status != 0:
             raise LabError(
                 f"guest {instance.guest} on {instance.host}: `{command}` exited "
@@ -280,8 +292,5 @@ class QemuGuests:
             host_net.unsteer(host, instance.vm.mac, instance.taps)
 
     def close(self) -> None:
-        with self._lock:
-            for _, channel in self._consoles.values():
-                with contextlib.suppress(OSError):
-                    channel.close()
-            self._consoles.clear()
+        """Nothing of its own to let go of: the consoles are the process's, shared, and end
+        with the SSH connection they run over (``Lab.close``)."""

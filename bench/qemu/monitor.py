@@ -31,6 +31,7 @@ _MIGRATION_STATES = {
     "wait-unplug": "wait-unplug",
     "active": "migration-active",
     "device": "migration-device",
+    "pre-switchover": "migration-pre-switchover",
     "completed": "migration-completed",
     "failed": "migration-failed",
     "cancelling": "migration-cancelling",
@@ -112,6 +113,11 @@ class QemuMonitor:
         with self._changed:
             self._closed = True
             self._changed.notify_all()
+
+    @property
+    def listening(self) -> bool:
+        """Whether it still reads QEMU's events (its SSH relay may have gone)."""
+        return not self._closed
 
     def wait_for(self, names: set[str], deadline: float, since: float = 0.0) -> HypervisorEvent:
         """The first event named in ``names`` at or after ``since`` (epoch seconds);

@@ -89,3 +89,38 @@ def run_tcp_probe(
         reset=bool(sent["reset"] or served["reset"]),
         error=str(sent.get("error", "")),
     )
+
+
+def run_tcp_echo_probe(
+    lab: Lab,
+    source: str,
+    address: str,
+    *,
+    duration_s: float,
+    rate_bytes_s: float | None = None,
+    port: int = DEFAULT_PORT,
+    stall_ms: float = 100.0,
+) -> TcpContinuity:
+    """Stream from ``source`` to an echo server at ``address`` (a guest that runs nothing of
+    the bench's) and read it back: what came back is compared with what was sent."""
+    client_host = lab.host(source)
+    install_agent(lab, client_host)
+    rate = f" --rate {rate_bytes_s:g}" if rate_bytes_s else ""
+    send_cmd = (
+        f"{agent_command(lab, client_host, 'tcp_probe.py')} send --to {address} --port {port} "
+        f"--duration {duration_s:g}{rate} --echo --stall-ms {stall_ms:g}"
+    )
+    with running(client_host, send_cmd) as sender:
+        wait_ready(sender, "TCP probe client")
+        sent = last_json(sender.wait(timeout=duration_s + 60).stdout, source, "TCP probe client")
+    complete = bool(sent.get("echo_complete"))
+    return TcpContinuity(
+        sent_bytes=int(sent["bytes"]),
+        received_bytes=int(sent["echo_bytes"]),
+        sent_sha256=str(sent["sha256"]),
+        received_sha256=str(sent["echo_sha256"]),
+        longest_stall_ms=float(sent["longest_stall_ms"]),
+        stalls=int(sent["stalls"]),
+        reset=bool(sent["reset"] or sent["echo_reset"]),
+        error=str(sent.get("error", "")) or ("" if complete else "the echo never ended"),
+    )

@@ -7,7 +7,11 @@ longest wait between two reads that returned data) and the number of stalls
 over a threshold. A reset is reported, never hidden.
 
     tcp_probe.py serve --bind ADDR --port P [--stall-ms 100]
-    tcp_probe.py send --to ADDR --port P --duration S [--rate BYTES_PER_S]
+    tcp_probe.py send --to ADDR --port P --duration S [--rate BYTES_PER_S] [--echo]
+
+With ``--echo`` the far end is an echo server (a guest that runs nothing of the
+bench's: ``nc -e cat``): the sender also reads the stream back and hashes it,
+so one program sees both ends.
 
 Each prints READY when it is set up (serve: listening; send: connected), and
 one JSON line with its result when the stream ends (send: after --duration,
@@ -22,6 +26,7 @@ import json
 import signal
 import socket
 import sys
+import threading
 import time
 from types import FrameType
 
@@ -93,9 +98,58 @@ def serve(bind: str, port: int, stall_ms: float) -> int:
     return 0
 
 
-def send(to: str, port: int, duration: float, rate: float | None) -> int:
+class _Echo:
+    """Reads the echoed stream in a thread: bytes, hash, stalls, as ``serve`` counts them."""
+
+    def __init__(self, conn: socket.socket, stall_ms: float) -> None:
+        self.conn = conn
+        self.stall_ms = stall_ms
+        self.digest = hashlib.sha256()
+        self.total = self.stalls = 0
+        self.longest = 0.0
+        self.reset = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        last = time.monotonic()
+        try:
+            while data := self.conn.recv(1 << 16):
+                now = time.monotonic()
+                waited = (now - last) * 1000
+                if self.total:
+                    self.longest = max(self.longest, waited)
+                    self.stalls += waited > self.stall_ms
+                last = now
+                self.total += len(data)
+                self.digest.update(data)
+        except OSError:
+            self.reset = True
+
+    def result(self, timeout: float) -> dict[str, object]:
+        self.thread.join(timeout)
+        return {
+            "echo_bytes": self.total,
+            "echo_sha256": self.digest.hexdigest(),
+            "longest_stall_ms": round(self.longest, 3),
+            "stalls": self.stalls,
+            "echo_reset": self.reset,
+            "echo_complete": not self.thread.is_alive(),
+        }
+
+
+def send(
+    to: str,
+    port: int,
+    duration: float,
+    rate: float | None,
+    *,
+    echo: bool = False,
+    stall_ms: float = 100.0,
+) -> int:
     conn = socket.create_connection((to, port), timeout=10)
     conn.settimeout(None)
+    reader = _Echo(conn, stall_ms) if echo else None
     print("READY", flush=True)
     digest = hashlib.sha256()
     total = index = 0
@@ -115,13 +169,15 @@ def send(to: str, port: int, duration: float, rate: float | None) -> int:
             total += len(chunk)
             index += 1
         conn.shutdown(socket.SHUT_WR)
-        conn.recv(1)  # wait for the server to close: every byte was read
+        if reader is None:
+            conn.recv(1)  # wait for the server to close: every byte was read
     except ConnectionResetError:
         reset = True
     except OSError as err:
         error = str(err)
     except _Stop:
         conn.shutdown(socket.SHUT_WR)
+    echoed = reader.result(timeout=30.0) if reader is not None else {}
     conn.close()
     _emit(
         {
@@ -131,6 +187,7 @@ def send(to: str, port: int, duration: float, rate: float | None) -> int:
             "elapsed_s": round(time.monotonic() - started, 3),
             "reset": reset,
             "error": error,
+            **echoed,
         }
     )
     return 0
@@ -148,12 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--duration", type=float, required=True)
     c.add_argument("--rate", type=float, default=None, help="bytes per second (default: max)")
+    c.add_argument("--echo", action="store_true", help="the server echoes: read it back too")
+    c.add_argument("--stall-ms", type=float, default=100.0)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     if args.mode == "serve":
         return serve(args.bind, args.port, args.stall_ms)
-    return send(args.to, args.port, args.duration, args.rate)
+    return send(
+        args.to, args.port, args.duration, args.rate, echo=args.echo, stall_ms=args.stall_ms
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bench.hypervisor import hypervisor_for
 from bench.lab import Lab
+from bench.qemu.guest_net import guest_netdev
+from bench.qemu.guests import QemuGuests
 from bench.traffic.engine import GENERATORS_SENDING, TrafficSpec, run_flows
 from bench.traffic.results import DirectionResult
 
@@ -30,6 +33,22 @@ def npa_guests(lab: Lab) -> list[str]:
     return found
 
 
+def vf_guests(lab: Lab) -> list[str]:
+    """Guests that take a VF on either backend: ``npa_guests``, and failover guests on a
+    QEMU host whose NIC model gives primaries ("VFs")."""
+    found = npa_guests(lab)
+    for guest in lab.topology.qemu_guests():
+        nic = lab.topology.guest_nic(guest)
+        if guest.nic_mode == "failover" and nic is not None and nic.vfs > 0:
+            found.append(guest.name)
+    return found
+
+
+def qemu_guest(lab: Lab, guest: str) -> bool:
+    """Whether ``guest`` is a QEMU VM (reached over its console, not over SSH)."""
+    return lab.reflector_address(guest) is not None
+
+
 def generator(lab: Lab) -> str:
     """The lab's traffic generator host (role traffic-generator)."""
     for host in lab.topology.hosts:
@@ -39,6 +58,14 @@ def generator(lab: Lab) -> str:
 
 
 def status(lab: Lab, guest: str) -> dict[str, Any]:
+    """What the hypervisor side reports of the guest: its vmxnet3 device, or for a QEMU
+    guest what the guest shows (mode, reason, primary)."""
+    if qemu_guest(lab, guest):
+        hv = hypervisor_for(lab)
+        try:
+            return hv.status(guest)
+        finally:
+            hv.close()
     with lab.guest_control(guest) as device:
         return device.call("status")
 
@@ -118,6 +145,8 @@ def traffic_during(
 
 def netdev(lab: Lab, guest: str) -> dict[str, Any]:
     """The guest's netdev as the guest sees it: ifindex, name, MAC, IPv4 addresses."""
+    if qemu_guest(lab, guest):
+        return _console_netdev(lab, guest)
     out = lab.host(guest).run("ip -j addr show dev eth0", timeout=10)
     assert out.exit_status == 0, out.stderr
     (link,) = json.loads(out.stdout)
@@ -138,3 +167,27 @@ def exact(result: DirectionResult) -> str | None:
         f"{result.duplicates} duplicated, {result.reordered} reordered, {result.corrupt} corrupt; "
         f"missing {list(result.missing[:5])}; longest gap {result.longest_gap_ms:.2f} ms"
     )
+
+
+def _console_netdev(lab: Lab, guest: str) -> dict[str, Any]:
+    """``netdev`` of a QEMU guest, read on its serial console (busybox ``ip``)."""
+    guests = QemuGuests(lab)
+    try:
+        instance = guests.current(guest)
+        net = guests.net(instance)
+        dev = guest_netdev(net)
+        assert dev is not None, f"{guest} has no network device: {net.netdevs}"
+        shown = guests.run(
+            instance, f"cat /sys/class/net/{dev.name}/ifindex; ip -4 addr show dev {dev.name}"
+        )
+    finally:
+        guests.close()
+    lines = shown.splitlines()
+    return {
+        "ifindex": int(lines[0]),
+        "name": dev.name,
+        "mac": dev.mac,
+        "ipv4": sorted(
+            w.split("/")[0] for line in lines if "inet " in line for w in line.split()[1:2]
+        ),
+    }

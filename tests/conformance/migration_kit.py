@@ -17,6 +17,7 @@ not on that host or owned twice, shared memory as found.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from bench.hypervisor.placement import nic_at
 from bench.lab import Lab
 from bench.lab.procfs import is_alive
 from bench.migration import MigrationRun, TrafficPlan, describe, offers_vf, timeline_of
+from bench.qemu.failover_image import EJECT_AGAIN_COMMAND, NEVER_EJECT_COMMAND, PCI_HOTPLUG_GPE
+from bench.qemu.guests import QemuGuests
 from nic_emulators.config import lab_shm_files
 from tests.conformance import kit
 
@@ -77,7 +80,11 @@ def destination(
 
 
 def port_state(lab: Lab, guest: str) -> dict[str, Any]:
-    """The guest's port on its current NIC, as the NIC holds it (MAC, filters, VLANs, MTU)."""
+    """The guest's port on its current NIC, as the NIC holds it (MAC, filters, VLANs, MTU);
+    for a QEMU guest, its netdev as the guest holds it (the primary is re-plugged fresh on
+    every host: the guest's own netdev is what carries the state)."""
+    if kit.qemu_guest(lab, guest):
+        return kit.netdev(lab, guest)
     with lab.guest_nic(guest) as nic:
         config: dict[str, Any] = nic.call("PORT_CONFIG", port=f"vport:{guest}")
     return config
@@ -103,36 +110,74 @@ def judged_fixture(record_timeline: Callable[[dict[str, Any]], Path]) -> Judge:
 
 
 @pytest.fixture(name="hv")
-def hypervisor_fixture(lab: Lab) -> Hypervisor:
+def hypervisor_fixture(lab: Lab) -> Iterator[Hypervisor]:
     """The lab's hypervisor (its backend chosen by the topology's hosts)."""
-    return hypervisor_for(lab)
+    hv = hypervisor_for(lab)
+    yield hv
+    hv.close()
 
 
 @pytest.fixture(name="migratable")
 def migratable_fixture(lab: Lab) -> str:
-    """The guest under test: the first NPA guest of the topology."""
-    guests = kit.npa_guests(lab)
+    """The guest under test: the first guest that takes a VF (NPA, or failover on QEMU)."""
+    guests = kit.vf_guests(lab)
     if not guests:
-        pytest.skip("no guest in npa mode on a host whose NIC has VFs")
+        pytest.skip("no guest in npa or failover mode on a host whose NIC has VFs")
     return guests[0]
+
+
+def release_lever(lab: Lab, guest: str, mode: str, delay_ms: float = 0) -> None:
+    """How the guest answers the request to let go of its VF: ``normal``, ``never``, or
+    ``delay`` by ``delay_ms`` (reset by ``homecoming``). An NPA guest's shell is told; a
+    QEMU guest masks the PCI hot-plug event until then (its eject waits)."""
+    if not kit.qemu_guest(lab, guest):
+        with lab.guest_driver(guest) as driver:
+            driver.call("vf-release", mode=mode, delay_ms=delay_ms)
+        return
+    guests = QemuGuests(lab)
+    instance = guests.current(guest)
+    masked = guests.run(instance, f"grep -cw masked {PCI_HOTPLUG_GPE} || true").strip() == "1"
+    if mode == "normal":
+        if masked:
+            guests.run(instance, EJECT_AGAIN_COMMAND)
+        guests.close()
+        return
+    if not masked:
+        guests.run(instance, NEVER_EJECT_COMMAND)
+    if mode != "delay":
+        guests.close()
+        return
+
+    def unmask() -> None:
+        try:
+            guests.run(instance, EJECT_AGAIN_COMMAND)
+        finally:
+            guests.close()
+
+    timer = threading.Timer(delay_ms / 1000, unmask)
+    timer.daemon = True
+    timer.start()
 
 
 def _home(lab: Lab, hv: Hypervisor) -> None:
     for spec in lab.topology.guests:
         if spec.host not in {h.name for h in lab.topology.hosts if h.backend == "emulated"}:
             continue
-        with lab.guest_driver(spec.name) as driver:
-            driver.call("vf-release", mode="normal")
+        release_lever(lab, spec.name, "normal")
         if hv.host_of(spec.name) != spec.host:
             hv.migrate(spec.name, spec.host)
     for name in kit.npa_guests(lab):
         kit.ensure_passthrough(lab, name, timeout=float(lab.topology.limits.vf_release_timeout_s))
+    for name in kit.vf_guests(lab):
+        if kit.qemu_guest(lab, name) and hv.status(name)["mode"] != "passthrough":
+            hv.offer_vf(name)  # a late eject after a cancelled migration took it
 
 
 def leaks(lab: Lab) -> list[str]:
-    """What a migration may leave behind: device processes, VFs, shared memory."""
-    problems = []
-    for spec in lab.topology.guests:
+    """What a migration may leave behind: device processes (a QEMU guest: QEMU processes
+    and TAPs), VFs, shared memory."""
+    problems = _qemu_leaks(lab)
+    for spec in lab.topology.emulated_guests():
         devices = [
             r
             for r in lab.state.resources
@@ -143,7 +188,7 @@ def leaks(lab: Lab) -> list[str]:
     owned: dict[str, list[str]] = {}
     for host in lab.topology.hosts:
         for nic in host.nics:
-            if host.backend != "emulated" or nic.model is None:
+            if host.backend != "emulated" or host.hypervisor != "emulated" or nic.model is None:
                 continue
             with lab.nic_control(host.name, nic.name) as control:
                 for vf in control.call("STATUS")["vfs"]:
@@ -161,14 +206,30 @@ def leaks(lab: Lab) -> list[str]:
     return problems
 
 
+def _qemu_leaks(lab: Lab) -> list[str]:
+    """One QEMU per QEMU guest, and its two TAPs on its host only."""
+    problems = []
+    taps: dict[str, int] = {}
+    for spec in lab.topology.qemu_guests():
+        running = [
+            r
+            for r in lab.state.resources
+            if r.name.startswith(f"qemu {spec.name}#") and is_alive(r.pid, r.start_ticks)
+        ]
+        if len(running) != 1:
+            problems.append(f"{spec.name}: {len(running)} QEMU processes running (want 1)")
+        here = lab.guest_host(spec.name)
+        taps[here] = taps.get(here, 0) + 2
+    for host in (h.name for h in lab.topology.hosts if h.hypervisor == "qemu"):
+        found = lab.host(host).run("ip -o link show type tun | wc -l").stdout.strip()
+        if int(found or 0) != taps.get(host, 0):
+            problems.append(f"{host}: {found} TAPs, want {taps.get(host, 0)}")
+    return problems
+
+
 @pytest.fixture
 def homecoming(lab: Lab, hv: Hypervisor) -> Iterator[None]:
     """Guests at home in passthrough before and after; nothing leaked by the test."""
-    if not lab.topology.emulated_guests():
-        pytest.skip(
-            "these LM tests drive NPA guests of the emulated hypervisor; this lab has none "
-            "(QEMU failover guests: test_qemu_failover.py)"
-        )
     _home(lab, hv)
     shm_before = len(lab_shm_files(lab.name))
     yield

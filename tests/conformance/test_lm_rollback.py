@@ -19,18 +19,13 @@ from tests.conformance.migration_kit import (
     Judge,
     destination,
     plan,
+    release_lever,
 )
 
 pytestmark = [
     pytest.mark.requires("guests", "role:traffic-generator"),
     pytest.mark.usefixtures("homecoming"),
 ]
-
-
-def release_lever(lab: Lab, guest: str, mode: str, delay_ms: float = 0) -> None:
-    """How the guest answers the request to let go of its VF (reset by ``homecoming``)."""
-    with lab.guest_driver(guest) as driver:
-        driver.call("vf-release", mode=mode, delay_ms=delay_ms)
 
 
 def wait_event(hv: Hypervisor, guest: str, name: str, since: float, timeout: float) -> float:
@@ -97,7 +92,9 @@ def test_lm_05_destination_fails(judged: Judge, lab: Lab, migratable: str) -> No
 
 
 @pytest.mark.catalogue("LM-06")
-def test_lm_06_guest_never_releases_its_vf(judged: Judge, lab: Lab, migratable: str) -> None:
+def test_lm_06_guest_never_releases_its_vf(
+    judged: Judge, lab: Lab, hv: Hypervisor, migratable: str
+) -> None:
     """Steps: the guest never lets go of its VF; migrate.
     Verify: the migration never enters stop-and-copy, fails at the configured bound
     (``vf_release_timeout_s``) and the guest keeps running in passthrough on the source."""
@@ -115,5 +112,6 @@ def test_lm_06_guest_never_releases_its_vf(judged: Judge, lab: Lab, migratable: 
     names = [e.name for e in run.result.events if e.t >= run.result.started_at]
     assert "stop-and-copy-start" not in names, names
     took = run.result.finished_at - run.result.started_at
-    assert bound <= took < bound + 2, f"gave up after {took:.2f} s; the bound is {bound} s"
+    grace = float(getattr(hv, "cancel_grace_s", 2.0))  # what the hypervisor's cancel may take
+    assert bound <= took < bound + grace, f"gave up after {took:.2f} s; the bound is {bound} s"
     assert "vf_release_timeout_s" in run.result.reason
