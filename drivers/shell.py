@@ -10,8 +10,10 @@ and its IP never change, whatever the data path does underneath.
 The shell owns every buffer (``drivers.guest_memory``), so the hypervisor can
 take the VF away at any moment; it follows the device's steps (``attach``,
 ``go``, ``hold``, ``detach``, ``vf-lost``; see ``nic_emulators.vmxnet3.device``)
-and reports a stuck or lying plugin as a runtime error. It serves ``shell.sock``
-for the guest-side view: counters, buffer accounting, plugin faults, reload.
+and reports a stuck or lying plugin as a runtime error
+(``drivers.shell_passthrough``). It serves ``shell.sock`` for the guest-side
+view: counters, buffer accounting, plugin faults, reload
+(``drivers.shell_control``). Frames move in ``drivers.shell_frames``.
 
 Live migration moves the device under the shell: ``freeze`` stops the guest
 (nothing is posted or reaped) for stop-and-copy, ``moved`` names the device
@@ -35,29 +37,29 @@ from pathlib import Path
 from typing import Any
 
 from drivers.emulated_path import EmulatedRings
-from drivers.faulty_plugin import FAULTS, FaultyPlugin
-from drivers.guest_memory import SMALL, BufferError_, GuestMemory
-from drivers.plugin_api import PLAIN_SEND, TX_RING_FULL, Buffer, PluginRefused, RecvInfo, SgEntry
-from drivers.plugin_loader import load_plugin
+from drivers.guest_memory import SMALL, GuestMemory
+from drivers.plugin_api import Buffer
+from drivers.shell_control import GuestControl
+from drivers.shell_frames import TAP_BATCH, FramePaths
+from drivers.shell_passthrough import RX_BUDGET, PassthroughPath
 from drivers.tap import open_tap, tap_mtu
 from drivers.vf_attachment import VfAttachment
 from nic_emulators.config import ShellConfig, shm_name
-from nic_emulators.control import Connection, ControlError, ControlServer
+from nic_emulators.control import ControlError, ControlServer
 from nic_emulators.process_main import serve
-from nic_emulators.vendors.engine import insert_vlan
 
 IDLE_WAKE_S = 0.05
-#: Longest wait for the emulation path's fence before VF receptions are taken anyway.
-FENCE_WAIT_S = 0.2
-TAP_BATCH = 64
-RX_BUDGET = 256
 COUNTERS = (
     "tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_dropped", "rx_dropped",
     "vf_tx_packets", "vf_rx_packets", "emu_tx_packets", "emu_rx_packets", "tx_ring_full",
 )  # fmt: skip
 
 
-class Shell:
+class Shell(FramePaths, PassthroughPath, GuestControl):
+    """The guest's driver: its device connection and steps, and the loop serving both paths
+    (frames: ``drivers.shell_frames``; passthrough and the plugin's services:
+    ``drivers.shell_passthrough``; ``shell.sock``: ``drivers.shell_control``)."""
+
     def __init__(self, config: ShellConfig) -> None:
         self.config = config
         self.run_dir = Path(config.run_dir)
@@ -256,269 +258,6 @@ class Shell:
                 pass
         old.close()
 
-    # -- passthrough ----------------------------------------------------------
-
-    def _attach(self, info: dict[str, Any]) -> dict[str, Any]:
-        if self.vf is not None:
-            self._drop_vf()
-        try:
-            module = load_plugin(info, self.installed, reload=self.reload_next)
-        except PluginRefused as err:
-            self.errors.append(str(err))
-            return {"ok": False, "reason": str(err)}
-        self.reload_next = False
-        table = (0, SMALL, self.memory.small_count)
-        attachment = VfAttachment(info, module, self, table)
-        if self.plugin_fault:
-            attachment.plugin = FaultyPlugin(
-                attachment.plugin, attachment.window, self.plugin_fault
-            )
-        self.vf = attachment
-        # VF receptions wait until the emulation path delivered the NIC's fence
-        # (the end of what it carried), so a switch never reorders frames.
-        self.fence_target = self.emu.fences + 1 if self.nic_fences else self.emu.fences
-        self.fence_deadline = time.monotonic() + FENCE_WAIT_S
-        try:
-            attachment.start(time.monotonic())
-        except Exception:
-            self._drop_vf()
-            raise
-        self.selector.register(
-            attachment.interrupt, selectors.EVENT_READ, attachment.interrupt.drain
-        )
-        return {"ok": True, "plugin": info["plugin"], "features": sorted(attachment.features)}
-
-    def _detach(self, lost: bool, drained: bool = False) -> dict[str, Any]:
-        vf = self.vf
-        if vf is None:
-            self.tx_path = "emu"
-            self._transmit()
-            return {"ok": True, "note": "no VF attached"}
-        unreported = 0
-        if not lost:
-            # what emulation received before the VF took over goes first: up to the fence
-            while self.emu.fences < self.fence_target and self.emu.poll_rx(self._from_emu):
-                pass
-            with contextlib.suppress(Exception):  # a broken plugin must not stop the fallback
-                for queue in range(vf.queues):
-                    vf.plugin.check_tx_ring(queue)
-                    while vf.plugin.check_rx_ring(queue, RX_BUDGET):
-                        pass
-            # The device was quiesced: what it did not complete was not sent (a link
-            # down, a paused queue): those frames go out over emulation, first and in order.
-            unreported = vf.in_flight()
-            resend = [(self.memory.buffers[b], n) for frames in vf.outstanding for b, n in frames]
-            for buffer, _ in resend:
-                self.memory.move(buffer.id, "vf-tx", "pending")
-            for frames in vf.outstanding:
-                frames.clear()
-            self.pending.extendleft(reversed(resend))
-        elif drained:  # quiesced before it was dropped: what was posted went out
-            unreported = vf.in_flight()
-            for frames in vf.outstanding:
-                while frames:
-                    self._sent(frames.popleft(), "vf")
-        else:
-            unreported = vf.in_flight()
-            self.counters["tx_dropped"] += unreported
-        self._drop_vf()
-        self.tx_path = "emu"
-        self._transmit()
-        return {"ok": True, "resent" if not lost else "dropped": unreported}
-
-    def _drop_vf(self) -> None:
-        vf, self.vf = self.vf, None
-        self.vf_broken = False
-        if vf is None:
-            return
-        with contextlib.suppress(KeyError, ValueError):
-            self.selector.unregister(vf.interrupt)
-        vf.close()
-        self.memory.reclaim("vf-rx", "vf-tx")
-
-    def _runtime_error(self, reason: str) -> None:
-        """The plugin broke its contract: stop calling it and send over emulation now, and
-        tell the device. The VF's buffers stay where they are until the device has
-        quiesced the VF (``vf-lost``): it may still be reading them."""
-        self.errors.append(reason)
-        print(f"runtime error: {reason}", file=sys.stderr, flush=True)
-        self.vf_broken = True
-        self.tx_path = "emu"
-        self._send_vmx("runtime-error", reason=reason)
-
-    # -- shell services for the plugin ----------------------------------------
-
-    def alloc_small_buffer(self) -> Buffer | None:
-        return self.memory.take("vf-rx")
-
-    def alloc_large_buffer(self) -> Buffer | None:
-        return self.memory.take("vf-rx", large=True)
-
-    def indicate_recv(self, buffer: Buffer, length: int, info: RecvInfo) -> None:
-        # The hot path of passthrough reception: written out rather than shared.
-        memory = self.memory
-        addr = buffer.addr
-        frame: Any = memory.view[addr : addr + length]
-        if info.vlan is not None:
-            frame = insert_vlan(bytes(frame), info.vlan)
-        try:
-            os.write(self.tap, frame)
-        except OSError:
-            self.counters["rx_dropped"] += 1
-        else:
-            self.vf_rx += 1
-            self.vf_rx_bytes += length
-        memory.give_back(buffer.id, "vf-rx")
-
-    def complete_send(self, queue: int, count: int) -> None:
-        vf = self.vf
-        if vf is None:
-            return
-        outstanding = vf.outstanding[queue]
-        if count > len(outstanding):
-            raise BufferError_(
-                f"plugin completed {count} frames on queue {queue}, {len(outstanding)} were out"
-            )
-        give_back, popleft = self.memory.give_back, outstanding.popleft
-        nbytes = 0
-        for _ in range(count):
-            buffer_id, length = popleft()
-            give_back(buffer_id, "vf-tx")
-            nbytes += length
-        counters = self.counters
-        counters["tx_packets"] += count
-        counters["tx_bytes"] += nbytes
-        counters["vf_tx_packets"] += count
-        vf.last_progress = time.monotonic()
-
-    def log(self, level: str, message: str) -> None:
-        print(f"plugin {level}: {message}", file=sys.stderr, flush=True)
-        if level == "error":
-            self.errors.append(message)
-
-    # -- frames ---------------------------------------------------------------
-
-    def _sent(self, item: tuple[int, int], path: str) -> None:
-        buffer_id, length = item
-        self.memory.give_back(buffer_id, f"{path}-tx")
-        counters = self.counters
-        counters["tx_packets"] += 1
-        counters["tx_bytes"] += length
-        counters[f"{path}_tx_packets"] += 1
-
-    def _to_tap(self, buffer: Buffer, length: int, vlan: int | None, path: str) -> None:
-        frame: Any = self.memory.view[buffer.addr : buffer.addr + length]
-        if vlan is not None:
-            frame = insert_vlan(bytes(frame), vlan)
-        try:
-            os.write(self.tap, frame)
-        except OSError:
-            self.counters["rx_dropped"] += 1
-            return
-        counters = self.counters
-        counters["rx_packets"] += 1
-        counters["rx_bytes"] += length
-        counters[f"{path}_rx_packets"] += 1
-
-    def _counters(self) -> dict[str, int]:
-        counters = self.counters
-        if self.vf_rx:
-            counters["rx_packets"] += self.vf_rx
-            counters["vf_rx_packets"] += self.vf_rx
-            counters["rx_bytes"] += self.vf_rx_bytes
-            self.vf_rx = self.vf_rx_bytes = 0
-        return dict(counters)
-
-    def _from_emu(self, buffer: Buffer, length: int) -> None:
-        self._to_tap(buffer, length, None, "emu")
-
-    def _from_tap(self) -> int:
-        """Read what the guest sent straight into guest buffers (no copy), then post it;
-        returns how many frames were read."""
-        if self.frozen:  # stopped for stop-and-copy: the rings are being copied
-            return 0
-        pending = self.pending
-        room = TAP_BATCH - len(pending)
-        if room <= 0:
-            return 0  # backpressure: the TAP's own queue holds the rest
-        read = 0
-        memory, readv, tap = self.memory, os.readv, self.tap
-        take, view, large = memory.take, memory.view, self.large_reads
-        for _ in range(room):
-            buffer = take("pending", large)
-            if buffer is None:
-                break
-            addr = buffer.addr
-            try:
-                length = readv(tap, [view[addr : addr + buffer.size]])
-            except BlockingIOError:
-                memory.give_back(buffer.id, "pending")
-                break
-            pending.append((buffer, length))
-            read += 1
-        self._transmit()
-        return read
-
-    def _watch_tap(self, wanted: bool) -> None:
-        """Listen to the TAP only while there is room for what it has (else backpressure)."""
-        if wanted != self.tap_watched:
-            if wanted:
-                self.selector.register(self.tap, selectors.EVENT_READ, self._from_tap)
-            else:
-                self.selector.unregister(self.tap)
-            self.tap_watched = wanted
-
-    def _transmit(self) -> None:
-        if not self.pending or self.frozen:
-            return
-        path = self.tx_path
-        if path == "vf" and self.vf is not None:
-            self._transmit_vf(self.vf)
-        elif path == "emu":
-            self._transmit_emu()
-
-    def _transmit_vf(self, vf: VfAttachment) -> None:
-        pending, move, plugin = self.pending, self.memory.move, vf.plugin
-        outstanding = vf.outstanding[0]  # one TX queue: the guest's frames stay in order
-        try:
-            if not outstanding:
-                vf.last_progress = time.monotonic()
-            while pending:
-                buffer, length = pending[0]
-                last = len(pending) == 1
-                if (
-                    plugin.add_frame_to_tx_ring(0, PLAIN_SEND, [SgEntry(buffer, length)], last)
-                    == TX_RING_FULL
-                ):
-                    self.counters["tx_ring_full"] += 1
-                    if not plugin.check_tx_ring(0):
-                        break
-                    continue
-                move(buffer.id, "pending", "vf-tx")
-                outstanding.append((buffer.id, length))
-                pending.popleft()
-        except Exception as err:  # the plugin broke: contain it
-            self._runtime_error(f"plugin failed while sending: {type(err).__name__}: {err}")
-
-    def _transmit_emu(self) -> None:
-        pending, move, emu = self.pending, self.memory.move, self.emu
-        sent = 0
-        while pending:
-            buffer, length = pending[0]
-            if not emu.send(buffer, length):
-                emu.flush()
-                if not emu.reclaim(self._emu_sent):
-                    break
-                continue
-            move(buffer.id, "pending", "emu-tx")
-            pending.popleft()
-            sent += 1
-        if sent:
-            emu.flush()
-
-    def _emu_sent(self, buffer_id: int, length: int) -> None:
-        self._sent((buffer_id, length), "emu")
-
     # -- the loop -------------------------------------------------------------
 
     def _service(self) -> bool:
@@ -541,12 +280,12 @@ class Shell:
             try:
                 plugin = vf.plugin
                 for queue in range(vf.queues):
-                    if not fenced:
-                        while (got := plugin.check_rx_ring(queue, RX_BUDGET)) == RX_BUDGET:
-                            received += got
+                    got = RX_BUDGET
+                    while got == RX_BUDGET:  # buffers go back after each batch, as NAPI does
+                        got = 0 if fenced else plugin.check_rx_ring(queue, RX_BUDGET)
                         received += got
-                    if self.rx_refill:
-                        plugin.add_buffers_to_rx_ring(queue)
+                        if self.rx_refill:
+                            plugin.add_buffers_to_rx_ring(queue)
                     plugin.check_tx_ring(queue)
             except Exception as err:
                 self._runtime_error(f"plugin failed: {type(err).__name__}: {err}")
@@ -608,60 +347,6 @@ class Shell:
                 timeout = self._arm()
             if self.pending_hold is not None:
                 timeout = min(timeout, max(0.0, self.pending_hold[1] - time.monotonic()))
-
-    # -- guest-side control ---------------------------------------------------
-
-    def _handle(
-        self, conn: Connection, request_id: int, op: str, args: dict[str, Any]
-    ) -> dict[str, Any]:
-        del conn, request_id
-        if op == "status":
-            vf = self.vf
-            return {
-                "guest": self.config.guest,
-                "tap": self.config.tap,
-                "tx_path": self.tx_path,
-                "plugin": vf.info["plugin"] if vf else None,
-                "features": sorted(vf.features) if vf else [],
-                "in_flight": vf.in_flight() if vf else 0,
-                "counters": self._counters(),
-                "buffers": self.memory.audit(),
-                "errors": self.errors[-20:],
-                "plugin_fault": self.plugin_fault,
-                "frozen": self.frozen,
-                "vf_release": self.release_mode,
-                "installed": dict(self.installed),
-            }
-        if op == "plugin-fault":
-            fault = args.get("fault")
-            if fault is not None and fault not in FAULTS:
-                raise ControlError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}", "EINVAL")
-            self.plugin_fault = fault
-            if self.vf is not None:
-                inner = getattr(self.vf.plugin, "inner", self.vf.plugin)
-                self.vf.plugin = FaultyPlugin(inner, self.vf.window, fault) if fault else inner
-            return {"fault": fault}
-        if op == "vf-release":
-            mode = str(args.get("mode", "normal"))
-            if mode not in ("normal", "delay", "never"):
-                raise ControlError(f"vf-release mode {mode!r}? (normal, delay, never)", "EINVAL")
-            self.release_mode, self.release_delay_s = mode, float(args.get("delay_ms", 0)) / 1000
-            return {"vf_release": mode, "delay_ms": self.release_delay_s * 1000}
-        if op == "rx-refill":
-            self.rx_refill = bool(args.get("on", True))
-            return {"rx_refill": self.rx_refill}
-        if op == "install-plugin":
-            name, module = str(args["name"]), args.get("module")
-            if module:
-                self.installed[name] = str(module)
-            else:
-                self.installed.pop(name, None)
-            return {"installed": dict(self.installed)}
-        if op == "reload-plugin":
-            self.reload_next = True
-            self._send_vmx("reload")
-            return {"requested": True}
-        raise ControlError(f"unknown operation {op!r}", "EINVAL")
 
     def close(self) -> None:
         self._drop_vf()
