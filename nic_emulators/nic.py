@@ -22,7 +22,7 @@ from typing import Any
 
 from nic_emulators.config import NicConfig, shm_name
 from nic_emulators.control import ControlServer
-from nic_emulators.eswitch import ESwitch
+from nic_emulators.eswitch import UPLINK, ESwitch
 from nic_emulators.link_watch import LinkWatch
 from nic_emulators.models import MODELS
 from nic_emulators.ports import PfPort, WirePort
@@ -32,6 +32,7 @@ from nic_emulators.vendors.engine import DeviceFault
 from nic_emulators.vf import VirtualFunction
 
 TX_BUDGET = 64
+RSS = w.FEATURE_BITS["rss"]
 #: Longest sleep of an idle loop: a backstop for a doorbell lost to a race.
 IDLE_WAKE_S = 0.01
 
@@ -65,7 +66,7 @@ class Nic:
         self.active: list[VirtualFunction] = []
         self.vports: dict[str, str] = {}  # vport port name -> backend socket path
         self.vport_by_peer: dict[str, str] = {}
-        self.rx_batches: dict[VirtualFunction, list[bytes]] = {}
+        self.rx_batches: dict[str, list[bytes]] = {}  # VF port -> frames of this pass
         self.wire = WirePort(config.uplink)
         self.pf = PfPort(self.run_dir / "pf.sock")
         self.selector.register(self.wire, selectors.EVENT_READ, self._from_wire)
@@ -210,48 +211,51 @@ class Nic:
     # -- data path ------------------------------------------------------------
 
     def _transmit(self, vf: VirtualFunction, frames: list[bytes], queue: int) -> None:
+        if not frames:
+            return
         counters = vf.totals[queue]
-        from_port = self.eswitch.from_port
+        counters["tx_packets"] += len(frames)
+        counters["tx_bytes"] += sum(map(len, frames))
+        from_port, dispatch, port = self.eswitch.from_port, self._dispatch, vf.port
         for frame in frames:
-            counters["tx_packets"] += 1
-            counters["tx_bytes"] += len(frame)
-            self._dispatch(from_port(vf.port, frame))
-        if frames:
-            vf.irq_pending = True
+            dispatch(from_port(port, frame))
+        vf.irq_pending = True
 
     def _dispatch(self, deliveries: list[tuple[str, bytes]]) -> None:
         """Send each (port, frame) on its way; frames for VFs wait in ``rx_batches``
         until ``_flush_rx`` writes them into the rings, a batch per VF."""
+        batches = self.rx_batches
         for port, frame in deliveries:
-            if port == "uplink":
+            batch = batches.get(port)
+            if batch is not None:  # the common case: another frame for a VF of this pass
+                batch.append(frame)
+            elif port == UPLINK:
                 if self.link_up and self.powered:
                     self.wire.send(frame)
                 else:
                     self.drops["link_down" if self.powered else "powered_off"] += 1
             elif port in self.vports:
                 self.pf.send(frame, self.vports[port])
-            else:
-                vf = self.vf_by_port.get(port)
-                if vf is not None:
-                    batch = self.rx_batches.get(vf)
-                    if batch is None:
-                        self.rx_batches[vf] = [frame]
-                    else:
-                        batch.append(frame)
+            elif port in self.vf_by_port:
+                batches[port] = [frame]
 
     def _flush_rx(self) -> None:
         batches, self.rx_batches = self.rx_batches, {}
-        for vf, frames in batches.items():
+        for port, frames in batches.items():
+            vf = self.vf_by_port[port]
             engine = vf.engine
             if engine is None or vf.state != "active":
                 continue
-            if engine.queues > 1 and engine.regs[w.ENABLED_FEATURES] & w.FEATURE_BITS["rss"]:
-                spread: dict[int, list[bytes]] = {}
+            queues = engine.queues
+            if queues > 1 and engine.regs[w.ENABLED_FEATURES] & RSS:
+                spread: list[list[bytes]] = [[] for _ in range(queues)]
                 for frame in frames:  # RSS on the IPv4 source + destination
-                    spread.setdefault(hash(frame[26:34]) % engine.queues, []).append(frame)
+                    spread[hash(frame[26:34]) % queues].append(frame)
             else:
-                spread = {0: frames}
-            for queue, part in spread.items():
+                spread = [frames]
+            for queue, part in enumerate(spread):
+                if not part:
+                    continue
                 try:
                     delivered, nbytes, no_buffer, too_long = engine.deliver_many(queue, part)
                 except DeviceFault as fault:
@@ -266,12 +270,13 @@ class Nic:
                     vf.irq_pending = True
 
     def _from_wire(self) -> None:
-        deliver = self.eswitch.from_uplink
-        for frame in self.wire.receive():
-            if self.link_up and self.powered:
-                self._dispatch(deliver(frame))
-            else:
-                self.drops["link_down" if self.powered else "powered_off"] += 1
+        frames = self.wire.receive()
+        if self.link_up and self.powered:
+            deliver, dispatch = self.eswitch.from_uplink, self._dispatch
+            for frame in frames:
+                dispatch(deliver(frame))
+        else:
+            self.drops["link_down" if self.powered else "powered_off"] += len(frames)
         self._flush_rx()
 
     def drain_pf(self) -> None:

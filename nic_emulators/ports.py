@@ -72,6 +72,7 @@ class WirePort:
             raise
         self.sock.setblocking(False)
         self.ring = memoryview(self.map)
+        self.status_words = self.ring.cast("I")
         self.slots = RING_BLOCK * RING_BLOCKS // SLOT
         self.next_slot = 0
         self.tx_errors = 0
@@ -81,8 +82,11 @@ class WirePort:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def receive(self) -> Iterator[bytes]:
+    def receive(self) -> list[bytes]:
+        """Up to ``BATCH`` frames from the receive ring, oldest first; their slots go back."""
         ring, slots, unpack = self.ring, self.slots, _TP2.unpack_from
+        status_words = self.status_words
+        frames: list[bytes] = []
         slot = self.next_slot
         for _ in range(BATCH):
             base = slot * SLOT
@@ -97,14 +101,17 @@ class WirePort:
                 frame = bytes(ring[start : start + 12]) + (tpid or 0x8100).to_bytes(2, "big")
                 frame += tci.to_bytes(2, "big") + bytes(ring[start + 12 : start + snaplen])
             else:
-                frame = bytes(ring[base + mac : base + mac + snaplen])
+                frame = ring[base + mac : base + mac + snaplen].tobytes()
             if status & TP_STATUS_CSUMNOTREADY and frame:
                 frame = complete_checksum(frame)
-            ring[base : base + 4] = b"\0\0\0\0"  # TP_STATUS_KERNEL: the slot goes back
-            slot = (slot + 1) % slots
+            status_words[base >> 2] = 0  # TP_STATUS_KERNEL: the slot goes back
+            slot += 1
+            if slot == slots:
+                slot = 0
             if frame:
-                yield frame
+                frames.append(frame)
         self.next_slot = slot
+        return frames
 
     def send(self, frame: bytes) -> None:
         try:
@@ -119,6 +126,7 @@ class WirePort:
         return self.dropped
 
     def close(self) -> None:
+        self.status_words.release()
         self.ring.release()
         self.map.close()
         self.sock.close()
