@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from nic_emulators.vendors import alpha_layout as a
 from nic_emulators.vendors import window as w
 from nic_emulators.vendors.engine import (
@@ -15,13 +17,24 @@ from nic_emulators.vendors.engine import (
 )
 from nic_emulators.vendors.tso import segment
 
+DESC = a.DESC_BYTES
+EOP, DD = a.TX_CMD_EOP, a.TX_STATUS_DD
+STATUS, RX_STATUS = a.TX_STATUS_OFFSET, a.RX_STATUS_OFFSET
+assert sys.byteorder == "little", "the alpha engine writes descriptors as native words"
+
 
 class AlphaEngine(QueueEngine):
+    def __init__(self, region: memoryview, memory: memoryview, queues: int, size: int) -> None:
+        super().__init__(region, memory, queues, size)
+        #: The rings as little-endian 64-bit words (the layout is little-endian, as is the host:
+        #: ``LITTLE``), for reading an RX buffer address and writing back a descriptor.
+        self.words = self.rings.cast("Q")
+
     def poll_tx(self, queue: int, budget: int) -> list[bytes]:
         pending = self.pending_tx(queue)
         if not pending:
             return []
-        size, rings, memory = self.size, self.rings, self.memory
+        size, rings, memory, limit = self.size, self.rings, self.memory, self.memory_size
         base = a.tx_ring_offset(queue, size)
         unpack = a.TX_DESC.unpack_from
         head = self.tx_next[queue]
@@ -29,19 +42,25 @@ class AlphaEngine(QueueEngine):
         chain: list[int] = []
         parts: list[bytes] = []
         while pending and len(frames) < budget:
-            offset = base + (head % size) * a.DESC_BYTES
+            offset = base + (head % size) * DESC
             address, length, cmd, _status, vlan, mss = unpack(rings, offset)
-            self.check_span(f"TX queue {queue} descriptor {head}", address, length)
-            parts.append(bytes(memory[address : address + length]))
-            chain.append(offset)
+            if length <= 0 or address < 0 or address + length > limit:
+                self.check_span(f"TX queue {queue} descriptor {head}", address, length)
             head += 1
             pending -= 1
+            if cmd == EOP and not chain:  # the common case: a plain frame in one descriptor
+                frames.append(memory[address : address + length].tobytes())
+                rings[offset + STATUS] = DD
+                self.tx_next[queue] = head
+                continue
+            parts.append(bytes(memory[address : address + length]))
+            chain.append(offset)
             if len(chain) > a.MAX_CHAIN:
                 raise DeviceFault(
                     "bad-length",
                     f"TX queue {queue}: frame spans more than {a.MAX_CHAIN} descriptors",
                 )
-            if not cmd & a.TX_CMD_EOP:
+            if not cmd & EOP:
                 continue
             frame = parts[0] if len(parts) == 1 else b"".join(parts)
             if cmd & a.TX_CMD_VLE:
@@ -51,12 +70,16 @@ class AlphaEngine(QueueEngine):
             else:
                 frames.append(frame)
             for done in chain:
-                rings[done + a.TX_STATUS_OFFSET] = a.TX_STATUS_DD
+                rings[done + STATUS] = DD
             chain.clear()
             parts.clear()
             self.tx_next[queue] = head
         self.regs[w.qreg(queue, w.TX_HEAD)] = self.tx_next[queue]
         return frames
+
+    def release(self) -> None:
+        self.words.release()
+        super().release()
 
     def deliver(self, queue: int, frame: bytes) -> int:
         if not self.posted_rx(queue):
@@ -90,27 +113,32 @@ class AlphaEngine(QueueEngine):
         buffer_size = regs[w.RX_BUF_SIZE] or 2048
         limit = self.memory_size - buffer_size
         strip = regs[w.ENABLED_FEATURES] & w.FEATURE_BITS["vlan"]
-        read, write = a.RX_DESC_READ.unpack_from, a.RX_DESC_WB.pack_into
+        words = self.words
+        done = a.RX_STATUS_DD | a.RX_STATUS_EOP
         head = self.rx_next[queue]
         delivered = nbytes = too_long = 0
         for frame in frames[:posted]:
-            offset = base + (head % size) * a.DESC_BYTES
-            address = read(rings, offset)[0]
+            offset = base + (head % size) * DESC
+            address = words[offset >> 3]  # RX_DESC_READ: the buffer address
             if address > limit:
                 self.rx_next[queue] = head
                 regs[w.qreg(queue, w.RX_HEAD)] = head & w.INDEX_MASK
                 self.check_span(f"RX queue {queue} descriptor {head}", address, buffer_size)
-            data, vlan, status = frame, 0, a.RX_STATUS_DD | a.RX_STATUS_EOP
-            if strip and frame[12:14] == b"\x81\x00":
+            if strip and frame[12] == 0x81 and frame[13] == 0:
                 data, vlan = strip_vlan(frame)
-                status |= a.RX_STATUS_VP
+                status = done | a.RX_STATUS_VP
+            else:
+                data, vlan, status = frame, 0, done
             length = len(data)
             if length > buffer_size:
                 too_long += 1
                 continue
             memory[address : address + length] = data
-            write(rings, offset, 0, length, 0, 0, vlan, 0, 0)
-            rings[offset + a.RX_STATUS_OFFSET] = status
+            # RX_DESC_WB, status 0 (RSS hash, errors, packet type: 0), then the status byte
+            # last: the driver reads the rest after it
+            words[offset >> 3] = length << 32
+            words[(offset >> 3) + 1] = vlan
+            rings[offset + RX_STATUS] = status
             head += 1
             delivered += 1
             nbytes += length
