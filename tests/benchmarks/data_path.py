@@ -7,8 +7,10 @@
   between the same TAP and the same uplink (``raw_forwarder``).
 * The planned-switch blackout: the longest gap between arrivals while the
   guest switches passthrough -> emulation -> passthrough under traffic both
-  ways, beside the longest gap of the same traffic without switches; and the
-  frames lost doing it.
+  ways, beside the longest gap of the same traffic, as long, without switches;
+  and the frames lost doing it. The raw gap is the figure judged; the gap net
+  of the no-switch one (what scheduling on this shared machine costs any
+  traffic) is reported beside it, labelled as such, for context.
 
 Targets (issue "NIC emulators and the NPA data path"): passthrough at least
 1.5x emulation and at least 50% of the reference; blackout under 5 ms; 0 lost.
@@ -29,6 +31,8 @@ LOSS_TOLERANCE = 0.001
 LOW, HIGH, STEPS = 5_000, 240_000, 7
 SWITCH_PPS = 10_000
 SWITCHES = 5
+#: Both windows of the blackout benchmark last as long: a longer window sees longer gaps.
+GAP_WINDOW_S = 3.0
 DIRECTIONS = (("t", "g1", "generator->guest"), ("g1", "t", "guest->generator"))
 
 
@@ -132,8 +136,8 @@ def run() -> list[Comparison]:
     print("data path: planned-switch blackout ...", flush=True)
     with Rig() as rig:
         rig.wait_mode("passthrough")
-        quiet = _gaps(rig, 2.0, lambda: None)
-        switching = _gaps(rig, 3.0, lambda: _switches(rig))
+        quiet = _gaps(rig, GAP_WINDOW_S, lambda: None)
+        switching = _gaps(rig, GAP_WINDOW_S, lambda: _switches(rig))
     results.append(
         Comparison(
             "switch blackout",
@@ -144,6 +148,20 @@ def run() -> list[Comparison]:
             "ms",
             "< 5 ms",
             switching["gap_ms"] < 5.0,
+            SWITCHES * 2,
+        )
+    )
+    net = max(0.0, switching["gap_ms"] - quiet["gap_ms"])
+    results.append(
+        Comparison(
+            "switch blackout net",
+            "switching gap - no-switch gap",
+            net,
+            "no-switch gap",
+            quiet["gap_ms"],
+            "ms",
+            "context: net of scheduling",
+            None,
             SWITCHES * 2,
         )
     )
