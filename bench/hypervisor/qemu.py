@@ -16,6 +16,7 @@ import contextlib
 import functools
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from bench.errors import LabError, UsageError
@@ -231,6 +232,44 @@ class QemuHypervisor:
             "passthrough-active",
             plugin=net.primary.driver if net.primary else None,
         )
+
+    @contextlib.contextmanager
+    def following(self, guest: str, period_s: float = 0.02) -> Iterator[None]:
+        """While inside, steer after the guest's own changes: a thread watches whether the
+        guest holds its primary (a driver unloaded or loaded in the guest, FB-05) and
+        steers to the standby or the primary as that changes. A NIC's PF hears of a VF
+        driver's reset over its mailbox; QEMU says nothing, so the bench asks the guest."""
+        instance = self.guests.current(guest)
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def watch() -> None:
+            held = self.guests.primary_enslaved(instance)
+            while not stop.wait(period_s):
+                try:
+                    now = self.guests.primary_enslaved(instance)
+                    if now != held:
+                        self.guests.steer(instance, "primary" if now else "standby")
+                        self.record(
+                            guest,
+                            instance.host,
+                            "primary-steered" if now else "emulation-active",
+                            reason="the guest's own change",
+                        )
+                        held = now
+                except BaseException as err:  # raised again when the block ends
+                    failures.append(err)
+                    return
+
+        thread = threading.Thread(target=watch, name=f"follow-{guest}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+        if failures:
+            raise failures[0]
 
     def start_tcp_echo(self, guest: str, port: int) -> None:
         """A TCP echo server in the guest on ``port`` (kept; started once)."""

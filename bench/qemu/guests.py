@@ -30,13 +30,18 @@ from bench.qemu.accel import Accelerator, usable_accelerator
 from bench.qemu.console import GuestConsole
 from bench.qemu.failover_image import IMAGE_DIR_DEFAULT, READY_LINE
 from bench.qemu.failover_vm import FailoverVm, VmFiles, qemu_arguments
-from bench.qemu.guest_net import NETDEVS_COMMAND, GuestNet, parse_netdevs
+from bench.qemu.guest_net import NETDEVS_COMMAND, STANDBY_DRIVER, GuestNet, parse_netdevs
 from bench.qemu.remote import open_socket, start_qemu, stop_qemu
 from bench.topology import Guest, Topology
 
 #: The image every QEMU guest boots (``make qemu-failover-image`` builds it).
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_DIR = REPO / IMAGE_DIR_DEFAULT
+#: The drivers of the failover master's slaves (its ``lower_*`` links), one per line.
+_LOWER_DRIVERS = (
+    'for l in /sys/class/net/*/lower_*; do [ -e "$l" ] && d=$(readlink "$l/device/driver") '
+    '&& echo "${d##*/}"; done; true'
+)
 #: The consoles this process holds: (state dir, guest, instance) -> console, channel.
 _CONSOLES: dict[tuple[str, str, int], tuple[GuestConsole, paramiko.Channel]] = {}
 _CONSOLE_LOCK = threading.RLock()
@@ -237,9 +242,10 @@ class QemuGuests:
 
     def primary_enslaved(self, instance: Instance) -> bool:
         """Whether net_failover holds a primary now (from then on it drops what arrives on
-        the standby). One shell builtin in the guest: quick enough to poll."""
-        lowers = self.run(instance, "echo /sys/class/net/*/lower_*").split()
-        return any("/lower_" in p and not p.endswith("nsby") and "*" not in p for p in lowers)
+        the standby): a slave of the master whose driver is not virtio's. Quick enough to
+        poll (a glob and a readlink per slave)."""
+        drivers = self.run(instance, _LOWER_DRIVERS).split()
+        return any(d != STANDBY_DRIVER for d in drivers)
 
     def wait_primary(self, instance: Instance, present: bool, deadline: float) -> None:
         """Poll the guest until its primary is enslaved (``present``) or gone."""

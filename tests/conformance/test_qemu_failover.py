@@ -14,6 +14,7 @@ FB-02 skips here: QEMU cannot remove a PCIe device without the guest's eject.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,10 +25,13 @@ import pytest
 from bench.hypervisor import Hypervisor
 from bench.hypervisor.qemu import QemuHypervisor
 from bench.lab import Lab
+from bench.migration.orchestrator import ECHO_RATE
 from bench.migration.wire import wire_view
 from bench.traffic.engine import TrafficSpec, run_flows
 from bench.traffic.results import DirectionResult
+from bench.traffic.tcp import TcpContinuity, run_tcp_echo_probe
 from tests.conformance import kit
+from tests.conformance.migration_kit import leaks
 
 pytestmark = [
     pytest.mark.requires("hypervisor:qemu", "guests", "role:traffic-generator"),
@@ -35,6 +39,8 @@ pytestmark = [
 ]
 
 PPS = 500
+#: FB-06: back-to-back unplug/re-plug cycles of the primary.
+STORM_CYCLES = 20
 
 
 @pytest.fixture(name="qhv")
@@ -54,26 +60,21 @@ def echo(lab: Lab, guest: str, seconds: float, pps: int = PPS) -> TrafficSpec:
     return TrafficSpec(source=kit.generator(lab), to=guest, pps=pps, duration_s=seconds)
 
 
-def netdev(hv: QemuHypervisor, guest: str) -> dict[str, Any]:
-    """The guest's netdev as it sees it: name, MAC and IPv4 address (from its console)."""
-    instance = hv.guests.current(guest)
-    net = hv.guests.net(instance)
-    name = (net.master or net.standby).name if (net.master or net.standby) else None
-    shown = hv.guests.run(instance, f"ip -4 addr show dev {name}")
-    address = next(w for line in shown.splitlines() for w in line.split()[1:2] if "inet " in line)
-    mac = (net.master or net.standby).mac if (net.master or net.standby) else None
-    return {"name": name, "mac": mac, "ipv4": address}
+#: Hand-overs of the primary: from the step that starts one to the event that ends it.
+HAND_OVERS = (("vf-revoke", "emulation-active"), ("vf-offer", "primary-steered"))
 
 
-def windows(hv: QemuHypervisor, guest: str, since: float) -> tuple[tuple[float, float], ...]:
-    """The hypervisor's declared windows among ``guest``'s events since ``since``."""
+def windows(
+    hv: QemuHypervisor, guest: str, since: float, pairs: tuple[tuple[str, str], ...] = HAND_OVERS
+) -> tuple[tuple[float, float], ...]:
+    """Every hand-over window among ``guest``'s events since ``since`` (epoch seconds)."""
     events = [e for e in hv.events(guest) if e.t >= since]
     found = []
-    for start, end in (("vf-revoke", "emulation-active"), ("vf-offer", "primary-steered")):
-        begun = next((e.t for e in events if e.name == start), None)
-        ended = next((e.t for e in events if e.name == end and begun and e.t >= begun), None)
-        if begun is not None and ended is not None:
-            found.append((begun, ended))
+    for start, end in pairs:
+        for begun in (e.t for e in events if e.name == start):
+            ended = next((e.t for e in events if e.name == end and e.t >= begun), None)
+            if ended is not None:
+                found.append((begun, ended))
     return tuple(found)
 
 
@@ -117,7 +118,7 @@ def test_fb01_planned_unplug_and_replug_under_traffic(
     Verify: nothing lost outside the declared hand-over windows; blackout below
     limits.blackout_ms; the guest's netdev, MAC and IP never change; its counters only
     grow."""
-    before = netdev(qhv, fo_guest)
+    before = kit.netdev(lab, fo_guest)
     counted = qhv.status(fo_guest)["counters"]
     started = time.time()
 
@@ -132,7 +133,7 @@ def test_fb01_planned_unplug_and_replug_under_traffic(
     assert lost_outside(lab, result, declared) == 0, kit.exact(result)
     assert (result.duplicates, result.reordered) == (0, 0)
     assert result.longest_gap_ms <= lab.topology.limits.blackout_ms
-    assert netdev(qhv, fo_guest) == before
+    assert kit.netdev(lab, fo_guest) == before
     now = qhv.status(fo_guest)
     assert now["mode"] == "passthrough"
     assert all(now["counters"][k] >= counted[k] for k in ("rx_packets", "tx_packets")), (
@@ -184,3 +185,94 @@ def test_steering_off_shows_the_net_failover_loss_and_steering_removes_it(
     )
     assert unsteered.lost > steered.lost, shown
     assert steered_outside == 0, shown
+
+
+@pytest.mark.catalogue("FB-05")
+def test_fb05_primary_driver_reload_in_the_guest(
+    lab: Lab, qhv: QemuHypervisor, fo_guest: str
+) -> None:
+    """Steps: under echo traffic, unload the primary's driver in the guest (``rmmod``), then
+    load it again, while the host follows the guest (``QemuHypervisor.following``).
+    Verify: traffic carries on over the standby while the driver is out, then returns to
+    the primary; nothing lost outside the hand-overs (from the guest's command to the
+    host's steering)."""
+    instance = qhv.guests.current(fo_guest)
+    driver = qhv.status(fo_guest)["plugin"]
+    module = qhv.guests.run(instance, f"ls /lib/modules/*/{driver}.ko").strip()
+    started = time.time()
+    marks: list[float] = []
+
+    def reload() -> None:
+        with qhv.following(fo_guest):
+            marks.append(time.time())
+            qhv.guests.run(instance, f"rmmod {driver}")
+            qhv.guests.wait_primary(instance, False, time.monotonic() + 10)
+            assert qhv.status(fo_guest)["mode"] == "emulation"
+            marks.append(time.time())
+            qhv.guests.run(instance, f"insmod {module}")
+            qhv.guests.wait_mode(instance, "passthrough", time.monotonic() + 20)
+
+    (result,), _ = kit.traffic_during(lab, [echo(lab, fo_guest, 6.0)], reload)
+    pairs = (("rmmod", "emulation-active"), ("insmod", "primary-steered"))
+    events = qhv.events(fo_guest)
+    declared = tuple(  # from the guest's command to the host's steering that followed it
+        (mark, next(e.t for e in events if e.name == end and e.t >= mark))
+        for mark, (_, end) in zip(marks, pairs, strict=True)
+    )
+    assert all(t >= started for w in declared for t in w)
+    assert lost_outside(lab, result, declared) == 0, (kit.exact(result), declared)
+    assert (result.duplicates, result.reordered) == (0, 0)
+    assert qhv.status(fo_guest)["mode"] == "passthrough"
+
+
+@pytest.mark.catalogue("FB-06")
+def test_fb06_switch_storm_keeps_the_stream_and_leaks_nothing(
+    lab: Lab, qhv: QemuHypervisor, fo_guest: str
+) -> None:
+    """Steps: 20 unplug/re-plug cycles of the primary back to back, under echo traffic and
+    a TCP stream through the guest's echo server. Verify: the stream came back whole (same
+    bytes, same hash, no reset); nothing lost outside the hand-overs; afterwards the guest
+    has one master, one standby and one primary, and its host the same TAPs."""
+    cycles, port = STORM_CYCLES, 5211
+    qhv.start_tcp_echo(fo_guest, port)
+    instance = qhv.guests.current(fo_guest)
+    netdevs = len(qhv.guests.net(instance).netdevs)
+    started = time.time()
+    seconds = cycles * 2.0 + 2
+    streams: list[TcpContinuity] = []
+    address = str(lab.topology.guest(fo_guest).address.ip)
+
+    def stream_through_the_guest() -> None:
+        streams.append(
+            run_tcp_echo_probe(
+                lab,
+                kit.generator(lab),
+                address,
+                duration_s=seconds,
+                rate_bytes_s=ECHO_RATE,
+                port=port,
+            )
+        )
+
+    stream = threading.Thread(target=stream_through_the_guest, name="fb06-tcp")
+    stream.start()
+
+    def storm() -> float:
+        for _ in range(cycles):
+            qhv.revoke_vf(fo_guest)
+            qhv.offer_vf(fo_guest)
+        return time.time()
+
+    try:
+        (result,), ended = kit.traffic_during(lab, [echo(lab, fo_guest, seconds)], storm)
+    finally:
+        stream.join()
+    assert ended < started + seconds, "the storm outlasted the traffic: raise the duration"
+    (tcp,) = streams
+    assert tcp.intact, tcp
+    declared = windows(qhv, fo_guest, started)
+    assert len(declared) == 2 * cycles, len(declared)
+    assert lost_outside(lab, result, declared) == 0, kit.exact(result)
+    assert (result.duplicates, result.reordered) == (0, 0)
+    assert len(qhv.guests.net(instance).netdevs) == netdevs
+    assert not leaks(lab)
