@@ -176,22 +176,37 @@ def migrate_under_traffic(
         learned=learned,
         tcp=tcp[0] if tcp else None,
     )
-    return MigrationRun(
-        result, figures, tuple(wire), tuple(flows), tcp[0] if tcp else None, learned, verdict
+    t0 = result.started_at
+    notes = tuple(
+        f"declared by the hypervisor: frames cannot get through {name} "
+        f"({(lo - t0) * 1000:.1f} .. {(hi - t0) * 1000:.1f} ms, {(hi - lo) * 1000:.1f} ms)"
+        for name, (lo, hi) in zip(_window_names(hv, result), declared, strict=True)
     )
+    return MigrationRun(
+        result, figures, tuple(wire), tuple(flows), tcp[0] if tcp else None, learned, verdict,
+        notes,
+    )  # fmt: skip
 
 
-def _declared_windows(hv: Hypervisor, result: MigrationResult) -> tuple[tuple[float, float], ...]:
-    """Windows besides the downtime in which the hypervisor says frames cannot get through:
-    between the events its ``outage_windows`` names (a failover guest's eject)."""
-    windows = []
+def _window_spans(hv: Hypervisor, result: MigrationResult) -> list[tuple[str, tuple[float, float]]]:
+    spans = []
     events = migration_events(result)
     for start, end in getattr(hv, "outage_windows", ()):
         begun = next((e.t for e in events if e.name == start), None)
         ended = next((e.t for e in events if e.name == end and begun and e.t >= begun), None)
         if begun is not None and ended is not None:
-            windows.append((begun, ended))
-    return tuple(windows)
+            spans.append((f"{start} -> {end}", (begun, ended)))
+    return spans
+
+
+def _declared_windows(hv: Hypervisor, result: MigrationResult) -> tuple[tuple[float, float], ...]:
+    """Windows besides the downtime in which the hypervisor says frames cannot get through:
+    between the events its ``outage_windows`` names (a failover guest's eject)."""
+    return tuple(span for _, span in _window_spans(hv, result))
+
+
+def _window_names(hv: Hypervisor, result: MigrationResult) -> list[str]:
+    return [name for name, _ in _window_spans(hv, result)]
 
 
 def offers_vf(lab: Lab, guest: str, destination: str) -> bool:
@@ -334,8 +349,10 @@ def describe(run: MigrationRun) -> str:
         lines.append(
             f"{(view.blackout_from - t0) * 1000:9.2f}  {'wire':<8} longest gap {view.name}: "
             f"{view.blackout_ms:.1f} ms (lost {view.lost}: {view.lost_inside} inside the "
-            f"downtime, {view.lost_outside} outside)"
+            f"downtime{' or a declared window' if run.notes else ''}, "
+            f"{view.lost_outside} outside)"
         )
+    lines += [f"{'':9}  {'':<8} {note}" for note in run.notes]
     lines.append(
         "figures: "
         + ", ".join(

@@ -109,7 +109,8 @@ def judge(
         lost = view.lost_outside
         checks.append(
             Check(
-                f"loss {'outside the downtime' if moved else ''}, {view.name}".replace(" ,", ","),
+                f"loss {'outside the downtime' if moved else ''}, {view.name}".replace(" ,", ",")
+                + (" (and the hypervisor's declared windows)" if view.declared else ""),
                 lost <= allowed,
                 f"<= {allowed}",
                 f"{lost} (of {view.lost} lost, {view.sent} sent)",

@@ -30,6 +30,8 @@ class WireView:
     blackout_to: float
     lost_inside: int
     lost_outside: int
+    #: Windows besides the downtime that the hypervisor declared (counted as inside).
+    declared: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,4 +90,5 @@ def wire_view(
         blackout_to=gap_to,
         lost_inside=inside,
         lost_outside=outside,
+        declared=len(also),
     )

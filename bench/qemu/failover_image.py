@@ -45,8 +45,11 @@ IMAGE_DIR_DEFAULT = "build/qemu-failover-guest"
 READY_LINE = "npabench-failover-guest: ready"
 #: Debian's generic kernel (see the module's docstring for why not the cloud one).
 KERNEL_META = "linux-image-amd64"
-#: virtio-net with its failover master, and the primaries the bench uses.
-MODULES = ("virtio_pci", "virtio_net", "net_failover", "vmxnet3", "e1000e")
+#: virtio-net with its failover master, the primaries the bench uses, and 802.1Q (DP-07).
+MODULES = ("virtio_pci", "virtio_net", "net_failover", "vmxnet3", "e1000e", "8021q")
+#: iproute2's own ``ip`` (busybox's has no ``maddr``, VLANs or JSON): the filter tests
+#: join multicast groups and add VLANs in the guest.
+IPROUTE2 = "/bin/ip"
 #: The guest's command shell on ttyS0 (see :mod:`bench.qemu.console` for its protocol).
 CONSOLE_SHELL = "/sbin/npabench-console"
 #: Where the guest notes the netdev it configured (the failover master, or the virtio one).
@@ -131,8 +134,8 @@ def failover_spec() -> GuestImageSpec:
     """The image spec (everything is fixed: the guest is configured at boot)."""
     return GuestImageSpec(
         name="qemu-failover-guest",
-        packages=("busybox-static",),
-        binaries=(),
+        packages=("busybox-static", "iproute2"),
+        binaries=(IPROUTE2,),
         modules=MODULES,
         files={
             "/etc/inittab": (0o644, _INITTAB.encode()),

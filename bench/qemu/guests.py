@@ -30,18 +30,15 @@ from bench.qemu.accel import Accelerator, usable_accelerator
 from bench.qemu.console import GuestConsole
 from bench.qemu.failover_image import IMAGE_DIR_DEFAULT, READY_LINE
 from bench.qemu.failover_vm import FailoverVm, VmFiles, qemu_arguments
-from bench.qemu.guest_net import NETDEVS_COMMAND, STANDBY_DRIVER, GuestNet, parse_netdevs
+from bench.qemu.guest_net import NETDEVS_COMMAND, GuestNet, parse_netdevs
 from bench.qemu.remote import open_socket, start_qemu, stop_qemu
 from bench.topology import Guest, Topology
 
 #: The image every QEMU guest boots (``make qemu-failover-image`` builds it).
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_DIR = REPO / IMAGE_DIR_DEFAULT
-#: The drivers of the failover master's slaves (its ``lower_*`` links), one per line.
-_LOWER_DRIVERS = (
-    'for l in /sys/class/net/*/lower_*; do [ -e "$l" ] && d=$(readlink "$l/device/driver") '
-    '&& echo "${d##*/}"; done; true'
-)
+#: Each guest's failover master and standby netdevs, once seen (kept across migrations).
+_PAIR: dict[tuple[str, str], tuple[str, str]] = {}
 #: The consoles this process holds: (state dir, guest, instance) -> console, channel.
 _CONSOLES: dict[tuple[str, str, int], tuple[GuestConsole, paramiko.Channel]] = {}
 _CONSOLE_LOCK = threading.RLock()
@@ -242,10 +239,18 @@ class QemuGuests:
 
     def primary_enslaved(self, instance: Instance) -> bool:
         """Whether net_failover holds a primary now (from then on it drops what arrives on
-        the standby): a slave of the master whose driver is not virtio's. Quick enough to
-        poll (a glob and a readlink per slave)."""
-        drivers = self.run(instance, _LOWER_DRIVERS).split()
-        return any(d != STANDBY_DRIVER for d in drivers)
+        the standby): a slave of the master other than the standby. One glob in the
+        guest's shell, no process started: quick enough to poll while the guest is busy
+        probing a device."""
+        key = (str(self.lab.state.directory), instance.guest)
+        if key not in _PAIR:
+            net = self.net(instance)
+            if net.master is None or net.standby is None:
+                return False  # no failover pair: never a primary
+            _PAIR[key] = (net.master.name, net.standby.name)
+        master, standby = _PAIR[key]
+        lowers = self.run(instance, f"echo /sys/class/net/{master}/lower_*").split()
+        return any("*" not in p and not p.endswith(f"/lower_{standby}") for p in lowers)
 
     def wait_primary(self, instance: Instance, present: bool, deadline: float) -> None:
         """Poll the guest until its primary is enslaved (``present``) or gone."""

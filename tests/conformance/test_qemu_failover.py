@@ -1,5 +1,6 @@
 """Conformance on the QEMU backend where the emulated backend's tests speak to the NPA
-device: DP-02, FB-01 (with DP-10's counters), FB-02, and the host-side steering.
+device: DP-02, DP-07, FB-01 (with DP-10's counters), FB-02, FB-05, FB-06, and the
+host-side steering.
 
 The LM tests (``test_lm_*.py``) run on both backends as they are. These run on a
 topology whose hypervisors are QEMU (``topologies/qemu-failover.yaml``) and skip,
@@ -9,7 +10,8 @@ comes from its serial console. Every primary hand-over is judged on the wire; fr
 may be lost only inside the windows the hypervisor declares (QEMU's stop-and-copy, the
 guest ejecting its primary, the guest taking it again until the bench steers to it).
 
-FB-02 skips here: QEMU cannot remove a PCIe device without the guest's eject.
+FB-02 is refused here, with the reason: QEMU cannot remove a PCIe device without the
+guest's eject.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bench.hypervisor.qemu import QemuHypervisor
 from bench.lab import Lab
 from bench.migration.orchestrator import ECHO_RATE
 from bench.migration.wire import wire_view
+from bench.qemu.failover_image import IPROUTE2
 from bench.traffic.engine import TrafficSpec, run_flows
 from bench.traffic.results import DirectionResult
 from bench.traffic.tcp import TcpContinuity, run_tcp_echo_probe
@@ -276,3 +279,77 @@ def test_fb06_switch_storm_keeps_the_stream_and_leaks_nothing(
     assert (result.duplicates, result.reordered) == (0, 0)
     assert len(qhv.guests.net(instance).netdevs) == netdevs
     assert not leaks(lab)
+
+
+#: DP-07: multicast groups the guest joins (more than the 32 a VF's filter table holds).
+GROUPS = tuple(f"01:00:5e:00:01:{n:02x}" for n in range(1, 41))
+FILTER_MTU = 1400
+
+
+def filters(qhv: QemuHypervisor, guest: str) -> dict[str, Any]:
+    """Per role (master, standby, primary): MTU, promiscuous flag, the groups of ours it
+    listens to. What net_failover must keep identical on whichever slave carries RX."""
+    instance = qhv.guests.current(guest)
+    net = qhv.guests.net(instance)
+    mcast = qhv.guests.run(instance, "cat /proc/net/dev_mcast")
+    seen: dict[str, Any] = {}
+    for role, dev in (("master", net.master), ("standby", net.standby), ("primary", net.primary)):
+        if dev is None:
+            continue
+        flags = int(qhv.guests.run(instance, f"cat /sys/class/net/{dev.name}/flags"), 16)
+        mtu = int(qhv.guests.run(instance, f"cat /sys/class/net/{dev.name}/mtu"))
+        joined = {line.split()[4] for line in mcast.splitlines() if line.split()[1:2] == [dev.name]}
+        ours = sorted(g for g in GROUPS if g.replace(":", "") in joined)
+        seen[role] = {"mtu": mtu, "promisc": bool(flags & 0x100), "groups": len(ours)}
+    return seen
+
+
+@pytest.mark.catalogue("DP-07")
+def test_dp07_filters_identical_in_both_modes(lab: Lab, qhv: QemuHypervisor, fo_guest: str) -> None:
+    """Steps: on the guest's netdev set a smaller MTU, promiscuous mode, 40 multicast groups
+    and a VLAN; unplug the primary, plug it again. Verify: before, in emulation and after,
+    every slave carrying the guest (the standby, the primary there was and the new one)
+    has the master's MTU and every group, and the same promiscuous state in every mode
+    (net_failover keeps promiscuity on the master); the VLAN device survives."""
+    instance = qhv.guests.current(fo_guest)
+    master = kit.netdev(lab, fo_guest)["name"]
+    ip = IPROUTE2
+    setup = [
+        f"{ip} link set {master} mtu {FILTER_MTU} promisc on",
+        *(f"{ip} maddr add {g} dev {master}" for g in GROUPS),
+        f"{ip} link add link {master} name {master}.100 type vlan id 100",
+        f"{ip} link set {master}.100 up",
+    ]
+    undo = [
+        f"{ip} link del {master}.100",
+        *(f"{ip} maddr del {g} dev {master}" for g in GROUPS),
+        f"{ip} link set {master} mtu {lab.topology.guest(fo_guest).mtu} promisc off",
+    ]
+    want = {"mtu": FILTER_MTU, "promisc": True, "groups": len(GROUPS)}
+    qhv.guests.run(instance, "; ".join(setup) + "; true")
+    try:
+        seen = {"passthrough": filters(qhv, fo_guest)}
+        qhv.revoke_vf(fo_guest)
+        seen["emulation"] = filters(qhv, fo_guest)
+        qhv.offer_vf(fo_guest)
+        seen["passthrough again"] = filters(qhv, fo_guest)
+        vlan = qhv.guests.run(instance, f"cat /sys/class/net/{master}.100/operstate").strip()
+    finally:
+        qhv.guests.run(instance, "; ".join(undo) + "; true")
+    roles = {"passthrough": 3, "emulation": 2, "passthrough again": 3}
+    for mode, by_role in seen.items():
+        assert len(by_role) == roles[mode], (mode, by_role)
+        assert by_role["master"] == want, (mode, by_role)
+        followed = {r: {k: v for k, v in st.items() if k != "promisc"} for r, st in by_role.items()}
+        wrong = {role: state for role, state in followed.items() if state != followed["master"]}
+        assert not wrong, f"{mode}: {wrong} (want the master's MTU and groups on every slave)"
+    # net_failover does not pass promiscuous mode on to its slaves: what matters here is
+    # that each slave is the same in every mode, whichever carries the guest's traffic
+    promisc = {
+        (mode, role): state["promisc"]
+        for mode, by_role in seen.items()
+        for role, state in by_role.items()
+        if role != "master"
+    }
+    assert len(set(promisc.values())) == 1, promisc
+    assert vlan == "up"

@@ -22,7 +22,7 @@ IMAGE = REPO / "build" / "qemu-failover-guest" / "initrd.img"
 
 #: The Q scenarios of the catalogue that must have run, and passed, on this backend.
 MUST_PASS = {
-    "DP-02", "DP-10", "FB-01", "FB-02",
+    "DP-02", "DP-07", "DP-10", "FB-01", "FB-02", "FB-05", "FB-06",
     "LM-01", "LM-03", "LM-04", "LM-05", "LM-06", "LM-07", "LM-09", "LM-10",
 }  # fmt: skip
 
