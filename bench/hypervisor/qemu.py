@@ -168,13 +168,12 @@ class QemuHypervisor:
         if placed and placed.get("pid"):
             raise UsageError(f"guest {guest} is running; stop it first")
         host = placed["host"] if placed else self.lab.topology.guest(guest).host
-        number = self.lab.state.migrations = self.lab.state.migrations + 1
-        instance = self.guests.boot(self.guests.instance(guest, host, number))
+        instance = self.guests.boot(self.guests.next_instance(guest, host))
         self.guests.place(instance)
         deadline = time.monotonic() + self.limits.lab_up_timeout_s
         self.guests.wait_booted(instance, deadline)
         if instance.vm.has_primary:
-            self._primary_back(instance, deadline)
+            self.primary_back(instance, deadline)
 
     def stop_guest(self, guest: str) -> None:
         instance = self.guests.current(guest)
@@ -217,9 +216,9 @@ class QemuHypervisor:
         self.record(guest, instance.host, "vf-offer")
         with contextlib.suppress(QmpError):  # already plugged, not yet taken: wait for it
             self.qmp(instance, "device_add", **primary_device(instance.vm))
-        self._primary_back(instance, time.monotonic() + PRIMARY_UP_S)
+        self.primary_back(instance, time.monotonic() + PRIMARY_UP_S)
 
-    def _primary_back(self, instance: Instance, deadline: float) -> None:
+    def primary_back(self, instance: Instance, deadline: float) -> None:
         """Steer to the primary as soon as the guest holds it (net_failover drops what the
         standby receives from then on), then wait for the primary's link."""
         self.guests.wait_primary(instance, True, deadline)

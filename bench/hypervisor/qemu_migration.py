@@ -52,11 +52,7 @@ class QemuMigration:
         check_destination(self.lab.topology, guest, source.host, self.destination)
         source_monitor = hv.monitor(source)
         started = hv.record(guest, source.host, "migration-start", to=self.destination).t
-        self.lab.state.migrations += 1
-        number = self.lab.state.migrations
-        target = hv.guests.boot(
-            hv.guests.instance(guest, self.destination, number), incoming="defer"
-        )
+        target = hv.guests.boot(hv.guests.next_instance(guest, self.destination), incoming="defer")
         outcome: Outcome = "failed"
         reason = ""
         had_primary = False
@@ -76,7 +72,8 @@ class QemuMigration:
                     {"capability": "pause-before-switchover", "state": self.fail_at_destination}
                 ],
             )
-            uri = f"tcp:{self.lab.endpoint(self.destination).address}:{MIGRATION_PORT + number}"
+            listen = self.lab.endpoint(self.destination).address
+            uri = f"tcp:{listen}:{MIGRATION_PORT + target.number}"
             hv.qmp(target, "migrate-incoming", uri=uri)
             hv.migrating(guest, source)
             had_primary = hv.guests.net(source).primary is not None
@@ -203,7 +200,7 @@ class QemuMigration:
         hv.guests.place(target, steering=hv.guests.steering(self.guest))
         # The primary first: once the guest holds it, what reaches the standby is dropped.
         if target.vm.has_primary:
-            hv._primary_back(target, time.monotonic() + float(self.limits.passthrough_return_s))
+            hv.primary_back(target, time.monotonic() + float(self.limits.passthrough_return_s))
         else:
             hv.guests.steer(target, "standby")
         # QEMU announced the guest itself at the resume (RARP rounds); one more round on
@@ -234,5 +231,5 @@ class QemuMigration:
         if had_primary and not hv.guests.primary_enslaved(source):
             hv.guests.steer(source, "standby")  # ejected late (after a cancel): the standby
         if had_primary:  # QEMU plugs it back if the guest had ejected it
-            hv._primary_back(source, time.monotonic() + float(self.limits.passthrough_return_s))
+            hv.primary_back(source, time.monotonic() + float(self.limits.passthrough_return_s))
         return source

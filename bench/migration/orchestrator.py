@@ -164,7 +164,8 @@ def migrate_under_traffic(
         else None
     )
     slack_s = float(lab.topology.limits.timeline_slack_ms) / 1000
-    declared = _declared_windows(hv, result)
+    spans = _window_spans(hv, result)
+    declared = tuple(span for _, span in spans)
     wire = [wire_view(f, window, slack_s, declared) for f in flows]
     learned = _learned(lab, guest)
     verdict = judge(
@@ -180,7 +181,7 @@ def migrate_under_traffic(
     notes = tuple(
         f"declared by the hypervisor: frames cannot get through {name} "
         f"({(lo - t0) * 1000:.1f} .. {(hi - t0) * 1000:.1f} ms, {(hi - lo) * 1000:.1f} ms)"
-        for name, (lo, hi) in zip(_window_names(hv, result), declared, strict=True)
+        for name, (lo, hi) in spans
     )
     return MigrationRun(
         result, figures, tuple(wire), tuple(flows), tcp[0] if tcp else None, learned, verdict,
@@ -189,6 +190,8 @@ def migrate_under_traffic(
 
 
 def _window_spans(hv: Hypervisor, result: MigrationResult) -> list[tuple[str, tuple[float, float]]]:
+    """Windows besides the downtime in which the hypervisor says frames cannot get through,
+    named: between the events its ``outage_windows`` names (a failover guest's eject)."""
     spans = []
     events = migration_events(result)
     for start, end in getattr(hv, "outage_windows", ()):
@@ -197,16 +200,6 @@ def _window_spans(hv: Hypervisor, result: MigrationResult) -> list[tuple[str, tu
         if begun is not None and ended is not None:
             spans.append((f"{start} -> {end}", (begun, ended)))
     return spans
-
-
-def _declared_windows(hv: Hypervisor, result: MigrationResult) -> tuple[tuple[float, float], ...]:
-    """Windows besides the downtime in which the hypervisor says frames cannot get through:
-    between the events its ``outage_windows`` names (a failover guest's eject)."""
-    return tuple(span for _, span in _window_spans(hv, result))
-
-
-def _window_names(hv: Hypervisor, result: MigrationResult) -> list[str]:
-    return [name for name, _ in _window_spans(hv, result)]
 
 
 def offers_vf(lab: Lab, guest: str, destination: str) -> bool:

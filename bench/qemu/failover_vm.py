@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.qemu import console
 from bench.qemu.accel import Accelerator
-from bench.qemu.console import console_arguments
 from bench.qemu.failover_image import kernel_command_line
 
 #: QEMU device ids the bench addresses over QMP.
@@ -49,11 +49,11 @@ class VmFiles:
 
     @property
     def console_socket(self) -> Path:
-        return self.directory / f"{self.name}.console.sock"
+        return console.console_socket(self.directory, self.name)
 
     @property
     def console_log(self) -> Path:
-        return self.directory / f"{self.name}.console.log"
+        return console.console_log(self.directory, self.name)
 
     @property
     def log(self) -> Path:
@@ -134,7 +134,7 @@ def qemu_arguments(
         "-device", f"pcie-root-port,id={PRIMARY_PORT},chassis=1",
         "-qmp", f"unix:{files.qmp_events},server=on,wait=off",
         "-qmp", f"unix:{files.qmp_commands},server=on,wait=off",
-        *console_arguments(files.directory, files.name),
+        *console.console_arguments(files.directory, files.name),
         "-pidfile", str(files.pidfile),
         "-D", str(files.log),
         "-daemonize",

@@ -22,6 +22,7 @@ from typing import Any
 import paramiko
 
 from bench.errors import LabError
+from bench.hypervisor.placement import nic_at
 from bench.lab.lab import Lab
 from bench.lab.procfs import start_ticks
 from bench.lab.state import Resource
@@ -32,7 +33,7 @@ from bench.qemu.failover_image import IMAGE_DIR_DEFAULT, READY_LINE
 from bench.qemu.failover_vm import FailoverVm, VmFiles, qemu_arguments
 from bench.qemu.guest_net import NETDEVS_COMMAND, GuestNet, parse_netdevs
 from bench.qemu.remote import open_socket, start_qemu, stop_qemu
-from bench.topology import Guest, Topology
+from bench.topology import Guest, Nic, Topology
 
 #: The image every QEMU guest boots (``make qemu-failover-image`` builds it).
 REPO = Path(__file__).resolve().parents[2]
@@ -66,12 +67,19 @@ class Instance:
         return f"qemu {self.guest}#{self.number}"
 
 
+def primary_nic(topology: Topology, guest: str, host: str) -> Nic | None:
+    """The NIC of ``host`` whose model QEMU plugs as ``guest``'s primary (the placement
+    rule, ``nic_at``), if it gives any ("VFs")."""
+    nic = nic_at(topology, guest, host)
+    return nic if nic is not None and nic.vfs > 0 else None
+
+
 def primary_model(topology: Topology, guest: Guest, host: str) -> str | None:
-    """The primary QEMU plugs for ``guest`` on ``host``: the host's first NIC with "VFs",
-    for a failover guest; None for a guest without the feature or a host without one."""
+    """The primary QEMU plugs for ``guest`` on ``host``; None for a guest without the
+    failover feature or a host without a primary to give."""
     if guest.nic_mode != "failover":
         return None
-    nic = next((n for n in topology.host(host).nics if n.vfs > 0), None)
+    nic = primary_nic(topology, guest.name, host)
     return nic.model if nic is not None else None
 
 
@@ -101,6 +109,12 @@ class QemuGuests:
     def current(self, guest: str) -> Instance:
         placed = self.placement(guest)
         return self.instance(guest, str(placed["host"]), int(placed["instance"]), placed["pid"])
+
+    def next_instance(self, guest: str, host: str) -> Instance:
+        """A new instance of ``guest`` on ``host``, numbered after every one of the lab's
+        (its files, TAPs and migration port are its own)."""
+        self.lab.state.migrations += 1
+        return self.instance(guest, host, self.lab.state.migrations)
 
     def instance(self, guest: str, host: str, number: int, pid: int = 0) -> Instance:
         topology = self.lab.topology
@@ -158,13 +172,12 @@ class QemuGuests:
 
     def place(self, instance: Instance, steering: bool = True) -> None:
         """Make ``instance`` the guest's current one (journalled)."""
-        host = self.lab.topology.host(instance.host)
-        nic = next((n.name for n in host.nics if n.vfs > 0), None)
+        nic = primary_nic(self.lab.topology, instance.guest, instance.host)
         self.lab.state.placement[instance.guest] = {
             "host": instance.host,
             "instance": instance.number,
             "pid": instance.pid,
-            "nic": nic,
+            "nic": nic.name if nic is not None else None,
             "steering": steering,
         }
         self.lab.state.save()
