@@ -4,9 +4,13 @@ The checker reports, per flow, the sequence numbers it never received and
 when its longest gap between arrivals ended (kernel receive timestamps, the
 same clock as the hypervisor's events on an emulated lab). A frame with
 sequence number k of a flow paced at R frames per second was due about
-k / R after the first arrival; a lost frame counts as lost *inside* the
-downtime when it was due between the guest's stop and resume, widened by
-``limits.timeline_slack_ms`` for what was queued on the way.
+k / R after the first arrival. Where the checker recorded the arrival (seq
+j, rx time t) that jumped over a run of missing seqs, the run is timed back
+from it instead (seq k was due (j - k) / R before t), so a sender's pacing
+drift over a long run cannot move a lost frame out of the window it fell in.
+A lost frame counts as lost *inside* the downtime when it was due between the
+guest's stop and resume, widened by ``limits.timeline_slack_ms`` for what was
+queued on the way.
 """
 
 from __future__ import annotations
@@ -56,22 +60,25 @@ def wire_view(
     first_seq = result.missing[0][1] + 1 if result.missing and result.missing[0][0] == 0 else 0
     inside = outside = 0
 
-    def due(seq: int) -> float:
-        return first_rx + (seq - first_seq) / rate
-
-    def count(lo: int, hi: int) -> None:
+    def count(lo: int, hi: int, end: tuple[int, int] | None = None) -> None:
+        """Time the lost seqs lo..hi, back from the arrival that jumped them when known."""
         nonlocal inside, outside
         for seq in range(lo, hi + 1):
-            if any(lo - slack_s <= due(seq) <= hi + slack_s for lo, hi in windows):
+            if end is not None:
+                at = end[1] / 1e9 - (end[0] - seq) / rate
+            else:
+                at = first_rx + (seq - first_seq) / rate
+            if any(start - slack_s <= at <= stop + slack_s for start, stop in windows):
                 inside += 1
             else:
                 outside += 1
 
     listed = 0
-    for lo, hi in result.missing:
+    ends = result.missing_ends
+    for index, (lo, hi) in enumerate(result.missing):
         if lo == 0 and first_seq:
             continue  # before the first arrival: counted as the tail below, not timed
-        count(lo, hi)
+        count(lo, hi, ends[index] if index < len(ends) else None)
         listed += hi - lo + 1
     head = first_seq
     tail = max(result.lost - listed - head, 0)

@@ -65,6 +65,7 @@ JSON printed by ``recv`` (one line)::
       "max_seq": int|null,
       "missing": [[a, b], ...],   # seqs in [0, max_seq] never received, inclusive ranges
       "missing_total": N, "missing_truncated": bool,  # the list stops at 1000 ranges
+      "missing_ends": [[seq, rx_ns]|null, ...],  # per range: the arrival that jumped it
       "longest_gap_ns": N,    # longest time between consecutive arrivals
       "gap_end_ns": int|null, # rx time of the arrival that ended it
       "gap_seq_before": int|null, "gap_seq_after": int|null,
@@ -84,6 +85,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import bisect
 import contextlib
 import ctypes
 import errno
@@ -369,6 +371,7 @@ class FlowStats:
         "max_gap",
         "max_seq",
         "reord",
+        "run_ends",
         "seen",
         "timeline",
     )
@@ -390,6 +393,9 @@ class FlowStats:
         self.gap_end = 0
         self.gap_before = -1
         self.gap_after = -1
+        #: rx time of each arrival that jumped over seqs not seen yet, by its seq: the
+        #: seqs it jumped were due just before it (capped like the missing list).
+        self.run_ends: dict[int, int] = {}
 
     def report(self) -> dict[str, Any]:
         seen, top = self.seen, self.max_seq
@@ -411,6 +417,7 @@ class FlowStats:
             "missing": missing,
             "missing_total": total,
             "missing_truncated": truncated,
+            "missing_ends": _run_ends(missing, self.run_ends),
             "longest_gap_ns": self.max_gap,
             "gap_end_ns": self.gap_end or None,
             "gap_seq_before": self.gap_before if self.gap_end else None,
@@ -441,6 +448,16 @@ _NO_FLOW = FlowStats(-1)  # the hot loop's "current flow" before the first frame
 def _nearest_rank(ordered: Sequence[int], percent: float) -> int:
     rank = max(1, math.ceil(percent / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def _run_ends(missing: list[list[int]], ends: dict[int, int]) -> list[list[int] | None]:
+    """Per missing range, the first arrival at or after its end that jumped over it."""
+    order = sorted(ends)
+    found: list[list[int] | None] = []
+    for _, hi in missing:
+        at = bisect.bisect_left(order, hi + 1)
+        found.append([order[at], ends[order[at]]] if at < len(order) else None)
+    return found
 
 
 def _missing_ranges(seen: bytearray, top: int) -> tuple[list[list[int]], int, bool]:
@@ -640,6 +657,7 @@ class Checker:
         nseen = 0
         lat_append = array.array("q").append
         tl: list[int] = []
+        run_ends: dict[int, int] = {}
         ntl = 0
         t0 = max_seq = last_rx = last_seq = dup = reord = max_gap = 0
         for _ in range(num):
@@ -686,6 +704,7 @@ class Checker:
                 if cur.first_seq < 0:
                     cur.first_seq, cur.first_rx, cur.last_rx, cur.last_seq = seq, rx, rx, seq
                 seen, lat_append, tl = cur.seen, cur.latencies.append, cur.timeline
+                run_ends = cur.run_ends
                 nseen, ntl, t0 = len(seen), len(tl), cur.first_rx
                 max_seq, last_rx, last_seq = cur.max_seq, cur.last_rx, cur.last_seq
                 dup, reord, max_gap = cur.dup, cur.reord, cur.max_gap
@@ -699,6 +718,8 @@ class Checker:
                 if seq < max_seq:
                     reord += 1
                 else:
+                    if seq > max_seq + 1 and len(run_ends) < MISSING_RANGES_CAP:
+                        run_ends[seq] = rx  # a run of missing seqs ends here
                     max_seq = seq
                 lat_append(rx - tx)
             gap = rx - last_rx

@@ -37,6 +37,9 @@ class DirectionResult:
     first_rx_ns: int
     #: Arrivals per 1 ms bucket from ``first_rx_ns``.
     timeline: tuple[int, ...]
+    #: Per ``missing`` range, the seq and rx time (ns) of the arrival that jumped over it
+    #: (None when unknown): its seqs were due just before that arrival.
+    missing_ends: tuple[tuple[int, int] | None, ...] = ()
 
     @property
     def exact(self) -> bool:
@@ -80,6 +83,9 @@ def direction_from_agent(
         ring_drops=int(recv.get("ring_drops", 0)),
         first_rx_ns=first_rx,
         timeline=tuple(int(c) for c in timeline.get("counts", [])),
+        missing_ends=tuple(
+            (int(e[0]), int(e[1])) if e else None for e in stats.get("missing_ends", [])
+        ),
     )
 
 

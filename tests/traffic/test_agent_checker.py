@@ -80,6 +80,8 @@ def test_counts_losses_duplicates_reordering_gap_and_latency() -> None:
     flow = report["flows"]["1"]
     assert (flow["received"], flow["unique"], flow["duplicates"], flow["reordered"]) == (7, 6, 1, 1)
     assert flow["missing"] == [[3, 3], [6, 8]] and flow["missing_total"] == 4
+    # 3 was jumped by 5 (4 came later), 6..8 by 9: the arrivals the lost seqs are timed from
+    assert flow["missing_ends"] == [[5, rx[3]], [9, rx[6]]]
     assert (flow["first_seq"], flow["max_seq"]) == (0, 9)
     assert flow["longest_gap_ns"] == 6_000_000
     assert (flow["gap_end_ns"], flow["gap_seq_before"], flow["gap_seq_after"]) == (rx[3], 2, 5)

@@ -1,0 +1,62 @@
+"""Lost frames placed against the hypervisor's downtime (``wire_view``), on hand-made results.
+
+A paced sender drifts: after seconds of traffic the k-th frame no longer arrives
+k / R after the first. The checker's record of the arrival that jumped over a run
+of lost seqs lets the run be timed from there; without it the nominal rate is all
+there is.
+"""
+
+from __future__ import annotations
+
+from bench.migration.wire import wire_view
+from bench.traffic.results import DirectionResult
+
+T0 = 1_795_000_000.0
+RATE = 1000.0
+
+
+def result(
+    missing: tuple[tuple[int, int], ...], ends: tuple[tuple[int, int] | None, ...] = ()
+) -> DirectionResult:
+    lost = sum(hi - lo + 1 for lo, hi in missing)
+    return DirectionResult(
+        name="tg -> vm1", flow=1, sent=5000, received=5000 - lost, unique=5000 - lost,
+        lost=lost, duplicates=0, reordered=0, corrupt=0, longest_gap_ms=14.0, gap_end_ms=0.0,
+        latency_p50_us=10, latency_p99_us=20, latency_max_us=30, send_pps=RATE,
+        missing=missing, ring_drops=0, first_rx_ns=int(T0 * 1e9), timeline=(),
+        missing_ends=ends,
+    )  # fmt: skip
+
+
+# The sender fell 60 ms behind its nominal pace before the migration: seqs 2000..2012
+# were lost in a downtime that began 2.060 s after the first arrival, and 2013 arrived
+# at 2.074 s.
+DOWNTIME = (T0 + 2.060, T0 + 2.0657)
+RUN = ((2000, 2012),)
+JUMPED_BY = ((2013, int((T0 + 2.074) * 1e9)),)
+
+
+def test_a_run_is_timed_back_from_the_arrival_that_jumped_it() -> None:
+    view = wire_view(result(RUN, JUMPED_BY), DOWNTIME, slack_s=0.020)
+    assert (view.lost_inside, view.lost_outside) == (13, 0)
+
+
+def test_without_that_arrival_the_nominal_pace_is_used_and_drift_shows() -> None:
+    """The same run timed from the first arrival lands 60 ms early: outside the window."""
+    view = wire_view(result(RUN), DOWNTIME, slack_s=0.020)
+    assert (view.lost_inside, view.lost_outside) == (0, 13)
+
+
+def test_a_run_outside_every_window_stays_outside() -> None:
+    late = ((4000, 4001),)
+    jumped = ((4002, int((T0 + 4.070) * 1e9)),)
+    view = wire_view(result(RUN + late, JUMPED_BY + jumped), DOWNTIME, slack_s=0.020)
+    assert (view.lost_inside, view.lost_outside) == (13, 2)
+
+
+def test_a_declared_window_counts_as_inside() -> None:
+    late = ((4000, 4001),)
+    jumped = ((4002, int((T0 + 4.070) * 1e9)),)
+    declared = ((T0 + 4.060, T0 + 4.070),)
+    view = wire_view(result(late, jumped), DOWNTIME, slack_s=0.0, also=declared)
+    assert (view.lost_inside, view.lost_outside, view.declared) == (2, 0, 1)
