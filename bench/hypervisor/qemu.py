@@ -36,6 +36,11 @@ TCG_PROBE_PPS = 500
 #: How long the guest may take to take a primary that was plugged (hot-add, probe,
 #: net_failover enslaving it, link up): TCG guests are slow.
 PRIMARY_UP_S = 30.0
+#: While waiting for the guest kernel's word on its primary, how often the bench also
+#: asks the guest itself (the word may have come before the bench listened).
+ASK_GUEST_S = 0.25
+#: The guest kernel's words on its primary (``bench.qemu.kernel_log``).
+CHANGES = {"primary-registered", "primary-unregistered"}
 
 
 #: Shared by every QemuHypervisor of a lab in this process (keyed by the lab's state
@@ -55,9 +60,10 @@ class QemuHypervisor:
     #: Besides the downtime, the guest's path is down while it ejects its primary: from
     #: QEMU's unplug request until the guest let go of it (the driver closes the primary
     #: before net_failover unregisters it, and until then drops what the standby gets).
-    #: And while it takes a primary again: from the guest's resume until the bench has
-    #: seen it hold the primary and steered to it. (Flooding both TAPs meanwhile was
-    #: tried: net_failover then delivers both copies while it opens the primary.)
+    #: And while it takes a primary again: from the moment its net_failover holds it (its
+    #: kernel says so on its own serial port) until the bench has steered to it, the
+    #: time of one ``bridge fdb`` over SSH. (Flooding both TAPs meanwhile was tried:
+    #: net_failover then delivers both copies while it opens the primary.)
     #: A cancelled migration whose guest ejects late has both, between the cancel and
     #: the primary back on the source.
     #: A migration that fails after the guest stopped holds it paused until QEMU resumes it
@@ -65,7 +71,7 @@ class QemuHypervisor:
     outage_windows = (
         ("stop-and-copy-start", "resumed"),
         ("unplug-primary", "emulation-active"),
-        ("resumed", "primary-steered"),
+        ("primary-registered", "primary-steered"),
         ("cancel-requested", "primary-steered"),
     )
     #: QEMU waits up to 30 s for a guest to finish an unplug it was asked for before it
@@ -202,7 +208,8 @@ class QemuHypervisor:
         asked = self.record(guest, instance.host, "vf-revoke")
         self.qmp(instance, "device_del", id=PRIMARY_ID)
         deadline = time.monotonic() + self.limits.vf_release_timeout_s
-        monitor.wait_for({"primary-ejected"}, deadline, since=asked.t - 0.5)
+        # the kernel's "unregistered" (net_failover lets go) comes before QEMU's DEVICE_DELETED
+        monitor.wait_for({"primary-unregistered", "primary-ejected"}, deadline, since=asked.t)
         self.guests.steer(instance, "standby")
         self.record(guest, instance.host, "emulation-active", reason="VF revoked")
 
@@ -213,15 +220,17 @@ class QemuHypervisor:
             raise UsageError(f"host {instance.host} has no primary to give {guest}")
         if self.guests.net(instance).primary is not None:
             return
-        self.record(guest, instance.host, "vf-offer")
+        self.monitor(instance)  # listening before the guest can take it
+        offered = self.record(guest, instance.host, "vf-offer")
         with contextlib.suppress(QmpError):  # already plugged, not yet taken: wait for it
             self.qmp(instance, "device_add", **primary_device(instance.vm))
-        self.primary_back(instance, time.monotonic() + PRIMARY_UP_S)
+        self.primary_back(instance, time.monotonic() + PRIMARY_UP_S, since=offered.t)
 
-    def primary_back(self, instance: Instance, deadline: float) -> None:
+    def primary_back(self, instance: Instance, deadline: float, since: float = 0.0) -> None:
         """Steer to the primary as soon as the guest holds it (net_failover drops what the
-        standby receives from then on), then wait for the primary's link."""
-        self.guests.wait_primary(instance, True, deadline)
+        standby receives from then on), then wait for the primary's link. ``since``: when
+        the primary was given (epoch seconds); an earlier registration does not count."""
+        self.await_primary(instance, since, deadline)
         self.guests.steer(instance, "primary")
         self.record(instance.guest, instance.host, "primary-steered")
         net = self.guests.wait_mode(instance, "passthrough", deadline)
@@ -232,21 +241,56 @@ class QemuHypervisor:
             plugin=net.primary.driver if net.primary else None,
         )
 
+    def await_primary(self, instance: Instance, since: float, deadline: float) -> None:
+        """Return the moment the guest's net_failover takes a primary: its kernel says so on
+        its own serial port (``primary-registered``, at or after ``since``), or, should
+        that word have come before the bench listened, asking the guest finds it so."""
+        monitor = self.monitor(instance)
+        while True:
+            if monitor.hears_kernel:
+                with contextlib.suppress(TimeoutError):
+                    slice_end = min(deadline, time.monotonic() + ASK_GUEST_S)
+                    monitor.wait_for({"primary-registered"}, slice_end, since=since)
+                    return
+            if self.guests.primary_enslaved(instance):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"guest {instance.guest} on {instance.host} did not take its primary in time"
+                )
+            if not monitor.hears_kernel:
+                time.sleep(0.005)
+
     @contextlib.contextmanager
     def following(self, guest: str, period_s: float = 0.02) -> Iterator[None]:
         """While inside, steer after the guest's own changes: a thread watches whether the
         guest holds its primary (a driver unloaded or loaded in the guest, FB-05) and
         steers to the standby or the primary as that changes. A NIC's PF hears of a VF
-        driver's reset over its mailbox; QEMU says nothing, so the bench asks the guest."""
+        driver's reset over its mailbox; QEMU says nothing, so the bench listens to the
+        guest's kernel (and asks the guest every ``period_s`` when it cannot)."""
         instance = self.guests.current(guest)
+        monitor = self.monitor(instance)
         stop = threading.Event()
         failures: list[BaseException] = []
 
-        def watch() -> None:
-            held = self.guests.primary_enslaved(instance)
-            while not stop.wait(period_s):
+        def holds(since: float) -> tuple[bool | None, float]:
+            """The guest kernel's next word on its primary after ``since`` (None: none came
+            for a while, or none is heard: ask the guest)."""
+            if not monitor.hears_kernel:
+                stop.wait(period_s)
+                return None, since
+            try:
+                said = monitor.wait_for(CHANGES, time.monotonic() + ASK_GUEST_S, since=since)
+            except TimeoutError:
+                return None, since
+            return said.name == "primary-registered", said.t + 1e-6
+
+        def watch(held: bool, since: float) -> None:
+            while not stop.is_set():
                 try:
-                    now = self.guests.primary_enslaved(instance)
+                    now, since = holds(since)
+                    if now is None:
+                        now = self.guests.primary_enslaved(instance)
                     if now != held:
                         self.guests.steer(instance, "primary" if now else "standby")
                         self.record(
@@ -260,7 +304,12 @@ class QemuHypervisor:
                     failures.append(err)
                     return
 
-        thread = threading.Thread(target=watch, name=f"follow-{guest}", daemon=True)
+        # where the guest is now, before the caller changes anything
+        since = time.time()
+        held = self.guests.primary_enslaved(instance)
+        thread = threading.Thread(
+            target=watch, args=(held, since), name=f"follow-{guest}", daemon=True
+        )
         thread.start()
         try:
             yield

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from bench.errors import LabError
 from bench.hypervisor.interface import MigrationResult, Outcome
 from bench.hypervisor.placement import check_destination
+from bench.hypervisor.qemu import ASK_GUEST_S
 from bench.qemu.guests import MIGRATION_PORT, Instance, mode_reason
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class QemuMigration:
         if outcome == "completed":
             here = self._completed(source, target)
         else:
-            here = self._rolled_back(source, target, had_primary)
+            here = self._rolled_back(source, target, had_primary, started)
         net = hv.guests.net(here)
         return MigrationResult(
             guest=guest,
@@ -155,20 +156,27 @@ class QemuMigration:
         return ""
 
     def _ejected(self, source: Instance, asked: float, deadline: float) -> bool:
-        """Watch the guest let go of its primary (polled on its console: QEMU itself notices
-        only at its next 250 ms look in wait-unplug, and says so by leaving it). True once
-        it has; False if the migration ended first; TimeoutError at ``deadline``."""
+        """Watch the guest let go of its primary: its kernel says so the moment net_failover
+        unregisters it (QEMU itself notices only at its next 250 ms look in wait-unplug,
+        and says so by leaving it); the guest is asked too, in case that word is not heard.
+        True once it has; False if the migration ended first; TimeoutError at ``deadline``."""
         monitor = self.hv.monitor(source)
+        released = {"primary-unregistered", "primary-ejected", "migration-active"}
+        ended = {*_ENDED, "migration-cancelling"}
         while True:
-            if not self.hv.guests.primary_enslaved(source):
-                return True
             seen = {e.name for e in monitor.events if e.t >= asked}
-            if seen & {*_ENDED, "migration-cancelling"}:
+            if seen & ended:
                 return False  # cancelled meanwhile: QEMU now waits for the eject itself
-            if seen & {"primary-ejected", "migration-active"}:
+            if seen & released:
                 return True
             if time.monotonic() > deadline:
                 raise TimeoutError("primary not ejected")
+            try:
+                slice_end = min(deadline, time.monotonic() + ASK_GUEST_S)
+                monitor.wait_for(released | ended, slice_end, since=asked)
+            except TimeoutError:  # no word for a while: ask the guest (slow while it ejects)
+                if not self.hv.guests.primary_enslaved(source):
+                    return True
 
     def _kill_destination(self, target: Instance, started: float) -> None:
         """LM-05: the destination QEMU dies during stop-and-copy (the source paused before
@@ -219,7 +227,9 @@ class QemuMigration:
         hv.guests.stop(source)
         return target
 
-    def _rolled_back(self, source: Instance, target: Instance, had_primary: bool) -> Instance:
+    def _rolled_back(
+        self, source: Instance, target: Instance, had_primary: bool, started: float
+    ) -> Instance:
         hv = self.hv
         hv.drop_monitor(target)
         hv.guests.stop(target)
@@ -231,5 +241,7 @@ class QemuMigration:
         if had_primary and not hv.guests.primary_enslaved(source):
             hv.guests.steer(source, "standby")  # ejected late (after a cancel): the standby
         if had_primary:  # QEMU plugs it back if the guest had ejected it
-            hv.primary_back(source, time.monotonic() + float(self.limits.passthrough_return_s))
+            hv.primary_back(
+                source, time.monotonic() + float(self.limits.passthrough_return_s), since=started
+            )
         return source

@@ -99,7 +99,7 @@ def console_log(work_dir: Path, name: str) -> Path:
     return work_dir / f"{name}.console.log"
 
 
-def _option_value(path: Path) -> str:
+def option_value(path: Path) -> str:
     """``path`` as a value in a QEMU option list (a comma is written twice)."""
     return str(path).replace(",", ",,")
 
@@ -110,8 +110,8 @@ def console_arguments(work_dir: Path, name: str) -> list[str]:
     if len(str(sock).encode()) > _MAX_SOCKET_PATH:
         raise LabError(f"{name}: console socket path too long for a Unix socket: {sock}")
     chardev = (
-        f"socket,id={CHARDEV_ID},path={_option_value(sock)},server=on,wait=off,"
-        f"logfile={_option_value(console_log(work_dir, name))}"
+        f"socket,id={CHARDEV_ID},path={option_value(sock)},server=on,wait=off,"
+        f"logfile={option_value(console_log(work_dir, name))}"
     )
     return ["-chardev", chardev, "-serial", f"chardev:{CHARDEV_ID}"]
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from bench.errors import LabError
 from bench.qemu.console import console_shell_script
 from bench.qemu.image_builder import GuestImage, GuestImageSpec, build_image
+from bench.qemu.kernel_log import KERNEL_CONSOLE
 
 IMAGE_DIR_DEFAULT = "build/qemu-failover-guest"
 #: Printed on the serial console once networking is configured and the command shell
@@ -81,6 +82,9 @@ _RCS = f"""\
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+# the kernel's console is its own serial port (ttyS1): from here on at info level, so
+# net_failover's "failover primary slave:... registered" lines reach the host at once
+dmesg -n 7
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts
 mount -t devpts devpts /dev/pts
@@ -123,7 +127,6 @@ else
   [ -n "$gateway" ] && ip route add default via "$gateway" dev "$netdev"
   echo "rcS: $netdev ${{address:-without address}}"
 fi
-dmesg -n 1
 """
 
 _PASSWD = "root:x:0:0:root:/root:/bin/sh\n"
@@ -161,7 +164,7 @@ def kernel_command_line(name: str, address: str, gateway: str | None = None) -> 
         if any(c.isspace() for c in value) or '"' in value:
             raise LabError(f"failover guest: {label} {value!r} cannot go on a kernel command line")
     words = [
-        "console=ttyS0",
+        f"console={KERNEL_CONSOLE}",
         "panic=-1",
         "quiet",
         f"npabench.name={name}",

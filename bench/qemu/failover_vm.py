@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.qemu import console
+from bench.qemu import console, kernel_log
 from bench.qemu.accel import Accelerator
 from bench.qemu.failover_image import kernel_command_line
 
@@ -54,6 +54,14 @@ class VmFiles:
     @property
     def console_log(self) -> Path:
         return console.console_log(self.directory, self.name)
+
+    @property
+    def kernel_log_socket(self) -> Path:
+        return kernel_log.kernel_log_socket(self.directory, self.name)
+
+    @property
+    def kernel_log(self) -> Path:
+        return kernel_log.kernel_log_file(self.directory, self.name)
 
     @property
     def log(self) -> Path:
@@ -135,6 +143,7 @@ def qemu_arguments(
         "-qmp", f"unix:{files.qmp_events},server=on,wait=off",
         "-qmp", f"unix:{files.qmp_commands},server=on,wait=off",
         *console.console_arguments(files.directory, files.name),
+        *kernel_log.kernel_log_arguments(files.directory, files.name),
         "-pidfile", str(files.pidfile),
         "-D", str(files.log),
         "-daemonize",

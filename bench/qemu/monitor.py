@@ -5,8 +5,11 @@ each QMP event into a ``HypervisorEvent`` stamped with QEMU's own timestamp (the
 host's clock): the failover handshake (``FAILOVER_NEGOTIATED``), the primary's
 unplug request and eject (``UNPLUG_PRIMARY``, ``DEVICE_DELETED``), every migration
 state (``MIGRATION``: setup, wait-unplug, active, device, completed, failed,
-cancelled), the guest's stop and resume (``STOP``, ``RESUME``). Waiters block on a
-condition until an event they want arrives, with a deadline.
+cancelled), the guest's stop and resume (``STOP``, ``RESUME``). Beside it, the
+guest kernel's own serial port (``bench.qemu.kernel_log``) adds the moments
+net_failover takes and lets go of the primary (``primary-registered``,
+``primary-unregistered``). Waiters block on a condition until an event they want
+arrives, with a deadline.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.errors import LabError
+from bench.errors import HostError, LabError
 from bench.hypervisor.interface import HypervisorEvent
 from bench.qemu.failover_vm import PRIMARY_ID, VmFiles
+from bench.qemu.kernel_log import KernelLogReader
 from bench.qemu.qmp import QmpClient, QmpError
 from bench.qemu.remote import open_socket
 from bench.ssh import SshHost
@@ -92,6 +96,22 @@ class QemuMonitor:
         channel.settimeout(0.5)
         self._thread = threading.Thread(target=self._read, name=f"qmp-{files.name}", daemon=True)
         self._thread.start()
+        self._kernel: KernelLogReader | None = None
+        # connected before the monitor is used: the guest's words before that are lost
+        with contextlib.suppress(OSError, HostError, LabError):  # none: ask the guest instead
+            self._kernel = KernelLogReader(
+                open_socket(host, str(files.kernel_log_socket), connected=True),
+                files.name,
+                self._from_kernel,
+            )
+
+    @property
+    def hears_kernel(self) -> bool:
+        """Whether the guest kernel's primary events arrive (else poll the guest)."""
+        return self._kernel is not None and self._kernel.reading
+
+    def _from_kernel(self, name: str, details: dict[str, Any], t: float) -> None:
+        self._add(HypervisorEvent(t, self.host_name, name, details))
 
     def _read(self) -> None:
         while not self._closed:
@@ -104,15 +124,17 @@ class QemuMonitor:
             named = event_name(message)
             if named is None:
                 continue
-            event = HypervisorEvent(_stamp(message), self.host_name, named[0], named[1])
-            with self._changed:
-                self.events.append(event)
-                self._changed.notify_all()
-            if self._on_event is not None:
-                self._on_event(event)
+            self._add(HypervisorEvent(_stamp(message), self.host_name, named[0], named[1]))
         with self._changed:
             self._closed = True
             self._changed.notify_all()
+
+    def _add(self, event: HypervisorEvent) -> None:
+        with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+        if self._on_event is not None:
+            self._on_event(event)
 
     @property
     def listening(self) -> bool:
@@ -138,6 +160,8 @@ class QemuMonitor:
 
     def close(self) -> None:
         self._closed = True
+        if self._kernel is not None:
+            self._kernel.close()
         with contextlib.suppress(OSError):
             self._client.close()
         self._thread.join(timeout=2.0)

@@ -23,7 +23,8 @@ from bench.qemu.qmp import QmpClient, QmpError
 from bench.ssh import SshHost
 
 #: Runs on the host: copy stdin to the Unix socket argv[1] and the socket to stdout,
-#: until either side ends (the SSH channel closing ends stdin).
+#: until either side ends (the SSH channel closing ends stdin). It says on stderr when
+#: it has connected.
 _RELAY = """\
 import os, select, socket, sys
 s = socket.socket(socket.AF_UNIX)
@@ -31,6 +32,8 @@ try:
     s.connect(sys.argv[1])
 except OSError as e:
     sys.exit(f"relay: cannot connect to {sys.argv[1]}: {e}")
+sys.stderr.write("relay: connected\\n")
+sys.stderr.flush()
 while True:
     r = select.select([0, s], [], [])[0]
     if 0 in r:
@@ -55,10 +58,30 @@ def relay_command(socket_path: str) -> str:
     return f"exec python3 -u -c {shlex.quote(_RELAY)} {shlex.quote(socket_path)}"
 
 
-def open_socket(host: SshHost, socket_path: str, timeout: float = 10.0) -> paramiko.Channel:
-    """A byte stream to Unix socket ``socket_path`` on ``host`` (close it when done)."""
+def open_socket(
+    host: SshHost, socket_path: str, timeout: float = 10.0, connected: bool = False
+) -> paramiko.Channel:
+    """A byte stream to Unix socket ``socket_path`` on ``host`` (close it when done).
+    ``connected``: return only once the relay has connected to the socket (for a stream
+    that only speaks, where whatever comes before the connection is lost)."""
     channel = host.open_stream(relay_command(socket_path))
     channel.settimeout(timeout)
+    if connected:
+        said = b""
+        try:
+            while not said.endswith(b"\n"):
+                chunk = channel.recv_stderr(256)
+                if not chunk:
+                    break
+                said += chunk
+        except TimeoutError:
+            pass
+        if b"relay: connected" not in said:
+            channel.close()
+            raise LabError(
+                f"{host.name}: cannot reach {socket_path}: "
+                f"{said.decode(errors='replace').strip() or 'no answer from the relay'}"
+            )
     return channel
 
 

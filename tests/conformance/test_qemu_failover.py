@@ -120,7 +120,8 @@ def test_fb01_planned_unplug_and_replug_under_traffic(
     the standby), then plug it again (device_add: steered to it once the guest holds it).
     Verify: nothing lost outside the declared hand-over windows; blackout below
     limits.blackout_ms; the guest's netdev, MAC and IP never change; its counters only
-    grow."""
+    grow; the host steered on the guest kernel's own word (net_failover's primary
+    unregistered, then registered, each before the steering it caused)."""
     before = kit.netdev(lab, fo_guest)
     counted = qhv.status(fo_guest)["counters"]
     started = time.time()
@@ -133,6 +134,19 @@ def test_fb01_planned_unplug_and_replug_under_traffic(
     (result,), _ = kit.traffic_during(lab, [echo(lab, fo_guest, 6.0)], unplug_and_replug)
     declared = windows(qhv, fo_guest, started)
     assert len(declared) == 2, qhv.events(fo_guest)
+    order = [
+        e.name
+        for e in qhv.events(fo_guest)
+        if e.t >= started
+        and e.name
+        in {"primary-unregistered", "emulation-active", "primary-registered", "primary-steered"}
+    ]
+    assert order == [
+        "primary-unregistered",
+        "emulation-active",
+        "primary-registered",
+        "primary-steered",
+    ], order
     assert lost_outside(lab, result, declared) == 0, kit.exact(result)
     assert (result.duplicates, result.reordered) == (0, 0)
     assert result.longest_gap_ms <= lab.topology.limits.blackout_ms

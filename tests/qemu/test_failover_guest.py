@@ -37,6 +37,7 @@ from bench.qemu.failover_image import (
     kernel_command_line,
     tcp_echo_command,
 )
+from bench.qemu.kernel_log import kernel_log_arguments, kernel_log_file, primary_event
 from bench.qemu.process import QemuProcess
 from bench.qemu.qmp import QmpClient
 from bench.qemu.sriov_host import free_local_port
@@ -116,6 +117,7 @@ def _boot(work: Path, name: str, devices: list[str]) -> Guest:
         "-append", kernel_command_line(name, ADDRESS),
         *devices,
         *console_arguments(work, name),
+        *kernel_log_arguments(work, name),
     ]  # fmt: skip
     process = QemuProcess(argv, work, name, die_with_controller=True)
     started = time.monotonic()
@@ -151,6 +153,10 @@ def _until(what: str, check: Callable[[], bool], timeout: float = 15.0) -> float
         assert time.monotonic() - started < timeout, f"not within {timeout:g} s: {what}"
         time.sleep(0.2)
     return time.monotonic() - started
+
+
+def _kernel_lines(guest: Guest) -> list[bytes]:
+    return kernel_log_file(guest.work, guest.name).read_bytes().splitlines()
 
 
 def _option(properties: dict[str, str]) -> str:
@@ -306,6 +312,10 @@ class TestFailoverGuest:
         took = _until("the primary is back and up", lambda: _primary_state(guest) == "up")
         print(f"\nre-plugged primary {guest.primary()} enslaved and up after {took:.1f} s")
         assert f"inet {ADDRESS}" in guest.sh(f"ip -o -4 addr show dev {guest.netdev()}")
+        # the guest kernel told its own serial port the moment net_failover changed
+        told = [primary_event(line) for line in _kernel_lines(guest)]
+        names = [event[0] for event in told if event is not None]
+        assert names[-2:] == ["primary-unregistered", "primary-registered"], names
 
     def test_never_eject_lever_leaves_the_unplug_pending(self, failover_guest: Guest) -> None:
         guest = failover_guest
