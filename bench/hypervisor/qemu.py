@@ -27,6 +27,7 @@ from bench.qemu.failover_image import tcp_echo_command
 from bench.qemu.failover_vm import PRIMARY_ID, primary_device
 from bench.qemu.guest_net import guest_netdev
 from bench.qemu.guests import Instance, QemuGuests, mode_reason
+from bench.qemu.kernel_log import STAMP_STEP_S
 from bench.qemu.monitor import QemuMonitor
 from bench.qemu.qmp import QmpClient, QmpError
 from bench.qemu.remote import open_socket
@@ -93,9 +94,11 @@ class QemuHypervisor:
 
     # -- events -------------------------------------------------------------------
 
-    def record(self, guest: str, host: str, name: str, **details: Any) -> HypervisorEvent:
-        """Add a step of the bench's own to ``guest``'s log."""
-        event = HypervisorEvent(time.time(), host, name, details)
+    def record(
+        self, guest: str, host: str, name: str, stamp: float | None = None, **details: Any
+    ) -> HypervisorEvent:
+        """Add a step of the bench's own to ``guest``'s log (at ``stamp``, else now)."""
+        event = HypervisorEvent(time.time() if stamp is None else stamp, host, name, details)
         self._seen(guest, event)
         return event
 
@@ -105,15 +108,23 @@ class QemuHypervisor:
         key = (self._lab, instance.guest, instance.number)
         with _SHARED:
             monitor = _MONITORS.get(key)
-            if monitor is None or not monitor.listening:
-                monitor = QemuMonitor(
-                    self.lab.host(instance.host),
-                    instance.host,
-                    instance.files,
-                    on_event=functools.partial(self._seen, instance.guest),
-                )
-                _MONITORS[key] = monitor
-            return monitor
+            if monitor is not None and monitor.listening:
+                return monitor
+            stale = _MONITORS.pop(key, None)
+        if stale is not None:
+            stale.close()  # its connections hold QEMU's one client place on each socket
+        # connected outside the lock (seconds at worst): other guests' events go on
+        fresh = QemuMonitor(
+            self.lab.host(instance.host),
+            instance.host,
+            instance.files,
+            on_event=functools.partial(self._seen, instance.guest),
+        )
+        with _SHARED:
+            monitor = _MONITORS.setdefault(key, fresh)
+        if monitor is not fresh:
+            fresh.close()  # another thread connected first
+        return monitor
 
     def _seen(self, guest: str, event: HypervisorEvent) -> None:
         with _SHARED:
@@ -244,8 +255,10 @@ class QemuHypervisor:
     def await_primary(self, instance: Instance, since: float, deadline: float) -> None:
         """Return the moment the guest's net_failover takes a primary: its kernel says so on
         its own serial port (``primary-registered``, at or after ``since``), or, should
-        that word have come before the bench listened, asking the guest finds it so."""
+        that word not be heard (it came before the bench listened), asking the guest finds
+        it so (logged then as ``primary-registered`` at the last time it did not)."""
         monitor = self.monitor(instance)
+        not_yet = since or time.time()  # the guest did not hold it before this
         while True:
             if monitor.hears_kernel:
                 with contextlib.suppress(TimeoutError):
@@ -253,7 +266,17 @@ class QemuHypervisor:
                     monitor.wait_for({"primary-registered"}, slice_end, since=since)
                     return
             if self.guests.primary_enslaved(instance):
+                # not heard from the kernel: the earliest it can have happened (the last
+                # time it did not hold it), for the log and the declared window
+                self.record(
+                    instance.guest,
+                    instance.host,
+                    "primary-registered",
+                    stamp=not_yet,
+                    heard="asking the guest",
+                )
                 return
+            not_yet = time.time()
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"guest {instance.guest} on {instance.host} did not take its primary in time"
@@ -283,7 +306,7 @@ class QemuHypervisor:
                 said = monitor.wait_for(CHANGES, time.monotonic() + ASK_GUEST_S, since=since)
             except TimeoutError:
                 return None, since
-            return said.name == "primary-registered", said.t + 1e-6
+            return said.name == "primary-registered", said.t + STAMP_STEP_S / 2
 
         def watch(held: bool, since: float) -> None:
             while not stop.is_set():

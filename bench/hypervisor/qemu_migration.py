@@ -4,15 +4,17 @@
    own TAPs, inbound frames steered to its standby) and told to listen on the
    host's management address; both QEMUs get the ``events`` migration capability.
 2. ``migrate`` on the source. QEMU unplugs the primary (``UNPLUG_PRIMARY``, state
-   ``wait-unplug``) and waits for the guest to eject it; once it has
-   (``DEVICE_DELETED``), inbound frames are steered to the source's standby
+   ``wait-unplug``) and waits for the guest to eject it; once its net_failover has
+   let go of it (the guest kernel's ``primary-unregistered``, else QEMU's
+   ``DEVICE_DELETED``), inbound frames are steered to the source's standby
    (``emulation-active``). A guest that keeps its primary past
    ``limits.vf_release_timeout_s`` gets the migration cancelled (LM-06).
 3. Pre-copy, then stop-and-copy: ``STOP`` on the source, ``RESUME`` on the
    destination; QEMU's own downtime figure (``query-migrate``) is logged beside.
 4. Completed: the source QEMU is stopped and the guest placed on the destination,
-   where QEMU plugs the primary again; once the guest has it, frames are steered
-   to it (``passthrough-active``). Failed or cancelled: the destination QEMU is
+   where QEMU plugs the primary again; once the guest's net_failover has it
+   (``primary-registered``), frames are steered to it (``primary-steered``), then
+   its link comes up (``passthrough-active``). Failed or cancelled: the destination QEMU is
    stopped, QEMU plugs the primary back on the source and the guest takes it.
 
 ``fail_at_destination`` (LM-05) kills the destination QEMU once the stream runs.
@@ -204,11 +206,15 @@ class QemuMigration:
     def _completed(self, source: Instance, target: Instance) -> Instance:
         hv = self.hv
         target_monitor = hv.monitor(target)
-        target_monitor.wait_for({"resumed"}, time.monotonic() + 30.0)
+        resumed = target_monitor.wait_for({"resumed"}, time.monotonic() + 30.0)
         hv.guests.place(target, steering=hv.guests.steering(self.guest))
         # The primary first: once the guest holds it, what reaches the standby is dropped.
         if target.vm.has_primary:
-            hv.primary_back(target, time.monotonic() + float(self.limits.passthrough_return_s))
+            hv.primary_back(
+                target,
+                time.monotonic() + float(self.limits.passthrough_return_s),
+                since=resumed.t,
+            )
         else:
             hv.guests.steer(target, "standby")
         # QEMU announced the guest itself at the resume (RARP rounds); one more round on

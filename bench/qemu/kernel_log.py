@@ -11,9 +11,11 @@ lets go of a slave::
 From *registered* on, it drops what arrives on the standby; from *unregistered* on,
 the standby carries the guest again. So these lines, not a poll of the guest's
 sysfs, are when the host must steer: :class:`KernelLogReader` reads them (relayed
-over SSH) and hands each on as an event stamped with the moment it arrived. The
+over SSH) and hands each on as an event stamped when the bench heard it (the
+controller's clock; serial port, relay and SSH latency included: milliseconds). The
 kernel writes the line synchronously on the serial port, so nothing in the guest's
 user space has to run first (under TCG a busy guest answers its console late).
+Also on that port: the guest's boot script (``rcS: ...`` lines, failed ``insmod``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from bench.qemu.console import option_value
 CHARDEV_ID = "klog0"
 #: The kernel command line's console for it.
 KERNEL_CONSOLE = "ttyS1"
+
+#: Between the stamps of two events read at once: each is later than the one before.
+STAMP_STEP_S = 1e-5
 
 _PRIMARY = re.compile(rb"failover primary slave:(\S+) (registered|unregistered)")
 
@@ -86,6 +91,7 @@ class KernelLogReader:
 
     def _read(self) -> None:
         pending = b""
+        last = 0.0
         while not self._closed:
             try:
                 chunk = self._channel.recv(4096)
@@ -101,7 +107,10 @@ class KernelLogReader:
             for line in lines:
                 event = primary_event(line)
                 if event is not None:
-                    self._sink(event[0], event[1], arrived)
+                    # lines of one read keep their order in time (a waiter's ``since``)
+                    stamp = max(arrived, last + STAMP_STEP_S)
+                    self._sink(event[0], event[1], stamp)
+                    last = stamp
             pending = pending[-4096:]  # a line never grows without bound
         self._closed = True
 

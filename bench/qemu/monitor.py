@@ -9,7 +9,9 @@ cancelled), the guest's stop and resume (``STOP``, ``RESUME``). Beside it, the
 guest kernel's own serial port (``bench.qemu.kernel_log``) adds the moments
 net_failover takes and lets go of the primary (``primary-registered``,
 ``primary-unregistered``). Waiters block on a condition until an event they want
-arrives, with a deadline.
+arrives, with a deadline. QMP events carry QEMU's stamp (the QEMU host's clock),
+kernel events the moment the bench heard them (the controller's): the same clock on
+namespace hosts, the only ones QEMU guests run on for now.
 """
 
 from __future__ import annotations
@@ -107,8 +109,9 @@ class QemuMonitor:
 
     @property
     def hears_kernel(self) -> bool:
-        """Whether the guest kernel's primary events arrive (else poll the guest)."""
-        return self._kernel is not None and self._kernel.reading
+        """Whether the guest kernel's primary events arrive (else ask the guest); not once
+        QEMU's own monitor has gone (QEMU with it, or the SSH connection)."""
+        return self._kernel is not None and self._kernel.reading and not self._closed
 
     def _from_kernel(self, name: str, details: dict[str, Any], t: float) -> None:
         self._add(HypervisorEvent(t, self.host_name, name, details))

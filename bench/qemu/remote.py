@@ -2,11 +2,12 @@
 
 QEMU is started by the host's own shell (so it runs in the host's network
 namespace, or on the real server) with ``-daemonize``: it outlives the SSH session
-that started it, and its PID comes back from its ``-pidfile``. Its QMP monitors and
-serial console are Unix sockets on the host; the controller reaches each through a
-relay started over SSH (a few lines of stdlib Python on the host, copying between
-the channel and the socket), so the same code drives a namespace host and a lab
-server. QEMU is stopped by PID: QMP ``quit`` first, then SIGTERM, then SIGKILL.
+that started it, and its PID comes back from its ``-pidfile``. Its QMP monitors, the
+serial console and the guest kernel's serial port are Unix sockets on the host; the
+controller reaches each through a relay started over SSH (a few lines of stdlib
+Python on the host, copying between the channel and the socket), so the same code
+drives a namespace host and a lab server. QEMU is stopped by PID: QMP ``quit``
+first, then SIGTERM, then SIGKILL.
 """
 
 from __future__ import annotations
@@ -63,13 +64,14 @@ def open_socket(
 ) -> paramiko.Channel:
     """A byte stream to Unix socket ``socket_path`` on ``host`` (close it when done).
     ``connected``: return only once the relay has connected to the socket (for a stream
-    that only speaks, where whatever comes before the connection is lost)."""
+    that only speaks, where whatever comes before the connection is lost). QEMU accepts
+    the connection a moment later, in its main loop: what it writes in between is lost."""
     channel = host.open_stream(relay_command(socket_path))
     channel.settimeout(timeout)
     if connected:
         said = b""
-        try:
-            while not said.endswith(b"\n"):
+        try:  # the relay's own line, after whatever the host's shell may print first
+            while b"relay: " not in said or not said.endswith(b"\n"):
                 chunk = channel.recv_stderr(256)
                 if not chunk:
                     break

@@ -393,9 +393,10 @@ class FlowStats:
         self.gap_end = 0
         self.gap_before = -1
         self.gap_after = -1
-        #: rx time of each arrival that jumped over seqs not seen yet, by its seq: the
-        #: seqs it jumped were due just before it (capped like the missing list).
-        self.run_ends: dict[int, int] = {}
+        #: Each arrival that jumped over seqs not seen yet, by its seq: (its rx time, the
+        #: highest seq before it). The seqs it jumped were due just before it. Capped like
+        #: the missing list; jumps that later arrivals filled make room (``_make_room``).
+        self.run_ends: dict[int, tuple[int, int]] = {}
 
     def report(self) -> dict[str, Any]:
         seen, top = self.seen, self.max_seq
@@ -450,14 +451,22 @@ def _nearest_rank(ordered: Sequence[int], percent: float) -> int:
     return ordered[rank - 1]
 
 
-def _run_ends(missing: list[list[int]], ends: dict[int, int]) -> list[list[int] | None]:
-    """Per missing range, the first arrival at or after its end that jumped over it."""
+def _run_ends(missing: list[list[int]], ends: dict[int, tuple[int, int]]) -> list[list[int] | None]:
+    """Per missing range, the first arrival after its end that jumped over it."""
     order = sorted(ends)
     found: list[list[int] | None] = []
     for _, hi in missing:
         at = bisect.bisect_left(order, hi + 1)
-        found.append([order[at], ends[order[at]]] if at < len(order) else None)
+        found.append([order[at], ends[order[at]][0]] if at < len(order) else None)
     return found
+
+
+def _make_room(ends: dict[int, tuple[int, int]], seen: bytearray) -> None:
+    """Forget the jumps whose every skipped seq arrived later (reordered, not lost): they
+    time no loss. Runs only when the record is full, off the per-frame path."""
+    for seq, (_, before) in list(ends.items()):
+        if seen.find(0, before + 1, seq) == -1:
+            del ends[seq]
 
 
 def _missing_ranges(seen: bytearray, top: int) -> tuple[list[list[int]], int, bool]:
@@ -657,7 +666,7 @@ class Checker:
         nseen = 0
         lat_append = array.array("q").append
         tl: list[int] = []
-        run_ends: dict[int, int] = {}
+        run_ends: dict[int, tuple[int, int]] = {}
         ntl = 0
         t0 = max_seq = last_rx = last_seq = dup = reord = max_gap = 0
         for _ in range(num):
@@ -718,8 +727,11 @@ class Checker:
                 if seq < max_seq:
                     reord += 1
                 else:
-                    if seq > max_seq + 1 and len(run_ends) < MISSING_RANGES_CAP:
-                        run_ends[seq] = rx  # a run of missing seqs ends here
+                    if seq > max_seq + 1:  # a run of seqs not seen (yet) ends here
+                        if len(run_ends) >= MISSING_RANGES_CAP:
+                            _make_room(run_ends, seen)
+                        if len(run_ends) < MISSING_RANGES_CAP:
+                            run_ends[seq] = (rx, max_seq)
                     max_seq = seq
                 lat_append(rx - tx)
             gap = rx - last_rx

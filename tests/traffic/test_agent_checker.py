@@ -189,6 +189,18 @@ def test_missing_ranges_are_capped() -> None:
     assert ranges[0] == [1, 1]
 
 
+def test_jumps_filled_later_make_room_for_new_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for two jumps: 2 jumps over 1 (which arrives next), 4 over 3 (lost);
+    6 over 5 finds the record full and takes the place of the jump 1 filled."""
+    monkeypatch.setattr(agent, "MISSING_RANGES_CAP", 2)
+    seqs = [0, 2, 1, 4, 6]
+    rx = [T0 + i * 1_000_000 for i in range(len(seqs))]
+    report = count([(stamped(UDP, q, t - 100_000), t, 0) for q, t in zip(seqs, rx, strict=True)])
+    flow = report["flows"]["1"]
+    assert flow["missing"] == [[3, 3], [5, 5]]
+    assert flow["missing_ends"] == [[4, rx[3]], [6, rx[4]]]
+
+
 def test_nearest_rank_percentiles() -> None:
     ordered = list(range(1, 101))
     assert agent._nearest_rank(ordered, 50) == 50
