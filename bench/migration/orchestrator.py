@@ -164,7 +164,8 @@ def migrate_under_traffic(
         else None
     )
     slack_s = float(lab.topology.limits.timeline_slack_ms) / 1000
-    spans = _window_spans(hv, result)
+    # a declared window that is the downtime itself (a move's stop-and-copy) is the downtime
+    spans = [(name, span) for name, span in _window_spans(hv, result) if span != window]
     declared = tuple(span for _, span in spans)
     wire = [wire_view(f, window, slack_s, declared) for f in flows]
     learned = _learned(lab, guest)
@@ -180,8 +181,10 @@ def migrate_under_traffic(
     t0 = result.started_at
     notes = tuple(
         f"declared by the hypervisor: frames cannot get through {name} "
-        f"({(lo - t0) * 1000:.1f} .. {(hi - t0) * 1000:.1f} ms, {(hi - lo) * 1000:.1f} ms)"
-        for name, (lo, hi) in spans
+        f"({(lo - t0) * 1000:.1f} .. {(hi - t0) * 1000:.1f} ms, {(hi - lo) * 1000:.1f} ms); "
+        + "lost there: "
+        + ", ".join(f"{view.name} {view.lost_declared[index]}" for view in wire)
+        for index, (name, (lo, hi)) in enumerate(spans)
     )
     return MigrationRun(
         result, figures, tuple(wire), tuple(flows), tcp[0] if tcp else None, learned, verdict,
@@ -341,9 +344,10 @@ def describe(run: MigrationRun) -> str:
     for view in run.wire:
         lines.append(
             f"{(view.blackout_from - t0) * 1000:9.2f}  {'wire':<8} longest gap {view.name}: "
-            f"{view.blackout_ms:.1f} ms (lost {view.lost}: {view.lost_inside} inside the "
-            f"downtime{' or a declared window' if run.notes else ''}, "
-            f"{view.lost_outside} outside)"
+            f"{view.blackout_ms:.1f} ms (lost {view.lost}: {view.lost_in_downtime} in the "
+            f"downtime, "
+            + (f"{sum(view.lost_declared)} in declared windows, " if view.declared else "")
+            + f"{view.lost_outside} outside)"
         )
     lines += [f"{'':9}  {'':<8} {note}" for note in run.notes]
     lines.append(

@@ -36,6 +36,10 @@ class WireView:
     lost_outside: int
     #: Windows besides the downtime that the hypervisor declared (counted as inside).
     declared: int = 0
+    #: Of ``lost_inside``: those due in the downtime itself, and per declared window (in
+    #: the order declared; a frame in two windows counts for the first).
+    lost_in_downtime: int = 0
+    lost_declared: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +58,7 @@ def wire_view(
     the other windows in which the hypervisor declares the guest's path down (``also``:
     a failover guest ejecting its primary)."""
     windows = ([window] if window is not None else []) + list(also)
+    by_window = [0] * len(windows)
     first_rx = result.first_rx_ns / 1e9
     gap_to = first_rx + result.gap_end_ms / 1000
     rate = result.send_pps or 1.0
@@ -68,10 +73,19 @@ def wire_view(
                 at = end[1] / 1e9 - (end[0] - seq) / rate
             else:
                 at = first_rx + (seq - first_seq) / rate
-            if any(start - slack_s <= at <= stop + slack_s for start, stop in windows):
-                inside += 1
-            else:
+            hit = next(
+                (
+                    i
+                    for i, (start, stop) in enumerate(windows)
+                    if start - slack_s <= at <= stop + slack_s
+                ),
+                None,
+            )
+            if hit is None:
                 outside += 1
+            else:
+                inside += 1
+                by_window[hit] += 1
 
     listed = 0
     ends = result.missing_ends
@@ -98,4 +112,6 @@ def wire_view(
         lost_inside=inside,
         lost_outside=outside,
         declared=len(also),
+        lost_in_downtime=by_window[0] if window is not None else 0,
+        lost_declared=tuple(by_window[1:] if window is not None else by_window),
     )

@@ -39,6 +39,7 @@ JUMPED_BY = ((2013, int((T0 + 2.074) * 1e9)),)
 def test_a_run_is_timed_back_from_the_arrival_that_jumped_it() -> None:
     view = wire_view(result(RUN, JUMPED_BY), DOWNTIME, slack_s=0.020)
     assert (view.lost_inside, view.lost_outside) == (13, 0)
+    assert (view.lost_in_downtime, view.lost_declared) == (13, ())
 
 
 def test_without_that_arrival_the_nominal_pace_is_used_and_drift_shows() -> None:
@@ -58,5 +59,7 @@ def test_a_declared_window_counts_as_inside() -> None:
     late = ((4000, 4001),)
     jumped = ((4002, int((T0 + 4.070) * 1e9)),)
     declared = ((T0 + 4.060, T0 + 4.070),)
-    view = wire_view(result(late, jumped), DOWNTIME, slack_s=0.0, also=declared)
-    assert (view.lost_inside, view.lost_outside, view.declared) == (2, 0, 1)
+    view = wire_view(result(RUN + late, JUMPED_BY + jumped), DOWNTIME, 0.010, also=declared)
+    assert (view.lost_inside, view.lost_outside, view.declared) == (15, 0, 1)
+    # told apart: 13 in the downtime, 2 in the declared window
+    assert (view.lost_in_downtime, view.lost_declared) == (13, (2,))
