@@ -188,15 +188,20 @@ class Rig:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the rig's data path processes have used so far."""
-        total = 0.0
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU time (user + system) each of the rig's processes has used so far, by its
+        role ("nic", "vmx vm1", "shell vm1", "raw forwarder")."""
+        used: dict[str, float] = {}
         tick = os.sysconf("SC_CLK_TCK")
-        for proc in self.procs.values():
+        for what, proc in self.procs.items():
             try:
                 fields = Path(f"/proc/{proc.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            total += (int(fields[11]) + int(fields[12])) / tick
-        return total
+            used[what] = (int(fields[11]) + int(fields[12])) / tick
+        return used
 
     def ns(self, role: str) -> str:
         return self.net.ns(role)
