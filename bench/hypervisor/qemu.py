@@ -1,10 +1,12 @@
 """The QEMU hypervisor: failover guests (net_failover) under real QEMU, driven over QMP.
 
 A guest is a QEMU instance on its host (``bench.qemu.guests``); the bench listens to
-each instance's QMP events (``bench.qemu.monitor``) and adds its own steps to the
-same log: ``emulation-active`` when the guest has ejected its primary and inbound
-frames are steered to the standby, ``passthrough-active`` when the guest has a
-primary again (enslaved and up, read on its console) and frames are steered to it.
+each instance's QMP events and to its guest kernel's word on the primary
+(``bench.qemu.monitor``: ``primary-registered``, ``primary-unregistered``) and adds its
+own steps to the same log: ``emulation-active`` when the guest has let go of its
+primary and inbound frames are steered to the standby, ``primary-steered`` when
+net_failover holds a primary again and frames are steered to it, and
+``passthrough-active`` once that primary is up (read on the guest's console).
 
 Revocation is QEMU's own: ``device_del`` of the primary (the guest ejects it) and
 ``device_add`` to give it back. A live migration is in ``qemu_migration.py``.
