@@ -29,7 +29,7 @@ from bench.qemu.failover_image import tcp_echo_command
 from bench.qemu.failover_vm import PRIMARY_ID, primary_device
 from bench.qemu.guest_net import guest_netdev
 from bench.qemu.guests import Instance, QemuGuests, mode_reason
-from bench.qemu.kernel_log import STAMP_STEP_S
+from bench.qemu.kernel_log import PRIMARY_EVENTS, STAMP_STEP_S
 from bench.qemu.monitor import QemuMonitor
 from bench.qemu.qmp import QmpClient, QmpError
 from bench.qemu.remote import open_socket
@@ -42,8 +42,6 @@ PRIMARY_UP_S = 30.0
 #: While waiting for the guest kernel's word on its primary, how often the bench also
 #: asks the guest itself (the word may have come before the bench listened).
 ASK_GUEST_S = 0.25
-#: The guest kernel's words on its primary (``bench.qemu.kernel_log``).
-CHANGES = {"primary-registered", "primary-unregistered"}
 
 
 #: Shared by every QemuHypervisor of a lab in this process (keyed by the lab's state
@@ -305,7 +303,7 @@ class QemuHypervisor:
                 stop.wait(period_s)
                 return None, since
             try:
-                said = monitor.wait_for(CHANGES, time.monotonic() + ASK_GUEST_S, since=since)
+                said = monitor.wait_for(PRIMARY_EVENTS, time.monotonic() + ASK_GUEST_S, since=since)
             except TimeoutError:
                 return None, since
             return said.name == "primary-registered", said.t + STAMP_STEP_S / 2

@@ -99,21 +99,28 @@ def console_log(work_dir: Path, name: str) -> Path:
     return work_dir / f"{name}.console.log"
 
 
-def option_value(path: Path) -> str:
+def _option_value(path: Path) -> str:
     """``path`` as a value in a QEMU option list (a comma is written twice)."""
     return str(path).replace(",", ",,")
 
 
+def serial_port_arguments(chardev_id: str, sock: Path, log: Path, name: str) -> list[str]:
+    """QEMU options adding a serial port (the next ``ttyS``: the order numbers them) that
+    is a Unix socket server at ``sock`` and logs all it is sent to ``log``."""
+    if len(str(sock).encode()) > _MAX_SOCKET_PATH:
+        raise LabError(f"{name}: serial socket path too long for a Unix socket: {sock}")
+    chardev = (
+        f"socket,id={chardev_id},path={_option_value(sock)},server=on,wait=off,"
+        f"logfile={_option_value(log)}"
+    )
+    return ["-chardev", chardev, "-serial", f"chardev:{chardev_id}"]
+
+
 def console_arguments(work_dir: Path, name: str) -> list[str]:
     """QEMU options making ``ttyS0`` a Unix socket server with a log file in ``work_dir``."""
-    sock = console_socket(work_dir, name)
-    if len(str(sock).encode()) > _MAX_SOCKET_PATH:
-        raise LabError(f"{name}: console socket path too long for a Unix socket: {sock}")
-    chardev = (
-        f"socket,id={CHARDEV_ID},path={option_value(sock)},server=on,wait=off,"
-        f"logfile={option_value(console_log(work_dir, name))}"
+    return serial_port_arguments(
+        CHARDEV_ID, console_socket(work_dir, name), console_log(work_dir, name), name
     )
-    return ["-chardev", chardev, "-serial", f"chardev:{CHARDEV_ID}"]
 
 
 def wait_for_line(

@@ -1,9 +1,9 @@
 """The guest kernel's own word on its primary, read off a second serial port as it happens.
 
-The guest's kernel writes its console (``console=ttyS1``, raised to info level once
-booted) to a serial port of its own, which QEMU gives a Unix socket and a log file
-(:func:`kernel_log_arguments`). ``net_failover`` prints a line the moment it takes or
-lets go of a slave::
+The guest's kernel writes its console (``console=ttyS1``, at info level from the start
+of the guest's boot script) to a serial port of its own, which QEMU gives a Unix
+socket and a log file (:func:`kernel_log_arguments`). ``net_failover`` prints a line
+the moment it takes or lets go of a slave::
 
     net_failover virtio0 eth0: failover primary slave:eth2 registered
     net_failover virtio0 eth0: failover primary slave:eth2 unregistered
@@ -30,7 +30,7 @@ from typing import Any
 
 import paramiko
 
-from bench.qemu.console import option_value
+from bench.qemu.console import serial_port_arguments
 
 #: The chardev id of the kernel's serial port in QEMU's command line (ttyS1).
 CHARDEV_ID = "klog0"
@@ -39,6 +39,9 @@ KERNEL_CONSOLE = "ttyS1"
 
 #: Between the stamps of two events read at once: each is later than the one before.
 STAMP_STEP_S = 1e-5
+
+#: The events it gives (also what a waiter for "any change of the primary" wants).
+PRIMARY_EVENTS = frozenset({"primary-registered", "primary-unregistered"})
 
 _PRIMARY = re.compile(rb"failover primary slave:(\S+) (registered|unregistered)")
 
@@ -55,12 +58,9 @@ def kernel_log_file(work_dir: Path, name: str) -> Path:
 def kernel_log_arguments(work_dir: Path, name: str) -> list[str]:
     """QEMU options making the second serial port (``ttyS1``) a Unix socket server with a
     log file (after the console's ``-serial``: the order numbers the ports)."""
-    sock, log = kernel_log_socket(work_dir, name), kernel_log_file(work_dir, name)
-    chardev = (
-        f"socket,id={CHARDEV_ID},path={option_value(sock)},server=on,wait=off,"
-        f"logfile={option_value(log)}"
+    return serial_port_arguments(
+        CHARDEV_ID, kernel_log_socket(work_dir, name), kernel_log_file(work_dir, name), name
     )
-    return ["-chardev", chardev, "-serial", f"chardev:{CHARDEV_ID}"]
 
 
 def primary_event(line: bytes) -> tuple[str, dict[str, Any]] | None:

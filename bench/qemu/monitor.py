@@ -20,6 +20,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from bench.errors import HostError, LabError
@@ -144,7 +145,9 @@ class QemuMonitor:
         """Whether it still reads QEMU's events (its SSH relay may have gone)."""
         return not self._closed
 
-    def wait_for(self, names: set[str], deadline: float, since: float = 0.0) -> HypervisorEvent:
+    def wait_for(
+        self, names: AbstractSet[str], deadline: float, since: float = 0.0
+    ) -> HypervisorEvent:
         """The first event named in ``names`` at or after ``since`` (epoch seconds);
         TimeoutError at ``deadline`` (monotonic)."""
         with self._changed:
