@@ -31,6 +31,7 @@ from bench.qemu.guest_net import guest_netdev
 from bench.qemu.guests import Instance, QemuGuests, mode_reason
 from bench.qemu.kernel_log import PRIMARY_EVENTS, STAMP_STEP_S
 from bench.qemu.monitor import QemuMonitor
+from bench.qemu.primary_asker import ASK_GUEST_S, WORD_SLICE_S, PrimaryAsker
 from bench.qemu.qmp import QmpClient, QmpError
 from bench.qemu.remote import open_socket
 
@@ -39,9 +40,6 @@ TCG_PROBE_PPS = 500
 #: How long the guest may take to take a primary that was plugged (hot-add, probe,
 #: net_failover enslaving it, link up): TCG guests are slow.
 PRIMARY_UP_S = 30.0
-#: While waiting for the guest kernel's word on its primary, how often the bench also
-#: asks the guest itself (the word may have come before the bench listened).
-ASK_GUEST_S = 0.25
 
 
 #: Shared by every QemuHypervisor of a lab in this process (keyed by the lab's state
@@ -256,33 +254,34 @@ class QemuHypervisor:
         """Return the moment the guest's net_failover takes a primary: its kernel says so on
         its own serial port (``primary-registered``, at or after ``since``), or, should
         that word not be heard (it came before the bench listened), asking the guest finds
-        it so (logged then as ``primary-registered`` at the last time it did not)."""
+        it so (logged then as ``primary-registered`` at the last time it did not). The
+        guest is asked in the background: a slow answer never holds back the word."""
         monitor = self.monitor(instance)
-        not_yet = since or time.time()  # the guest did not hold it before this
-        while True:
-            if monitor.hears_kernel:
+        holds = functools.partial(self.guests.primary_enslaved, instance)
+        with PrimaryAsker(holds, since or time.time(), lambda: monitor.hears_kernel) as asker:
+            while True:
                 with contextlib.suppress(TimeoutError):
-                    slice_end = min(deadline, time.monotonic() + ASK_GUEST_S)
+                    slice_end = min(deadline, time.monotonic() + WORD_SLICE_S)
                     monitor.wait_for({"primary-registered"}, slice_end, since=since)
                     return
-            if self.guests.primary_enslaved(instance):
-                # not heard from the kernel: the earliest it can have happened (the last
-                # time it did not hold it), for the log and the declared window
-                self.record(
-                    instance.guest,
-                    instance.host,
-                    "primary-registered",
-                    stamp=not_yet,
-                    heard="asking the guest",
-                )
-                return
-            not_yet = time.time()
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"guest {instance.guest} on {instance.host} did not take its primary in time"
-                )
-            if not monitor.hears_kernel:
-                time.sleep(0.005)
+                if asker.error is not None:
+                    raise asker.error
+                if asker.found is not None:
+                    # not heard from the kernel: the earliest it can have happened (the
+                    # last time it did not hold it), for the log and the declared window
+                    self.record(
+                        instance.guest,
+                        instance.host,
+                        "primary-registered",
+                        stamp=asker.found,
+                        heard="asking the guest",
+                    )
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"guest {instance.guest} on {instance.host} did not take its primary "
+                        "in time"
+                    )
 
     @contextlib.contextmanager
     def following(self, guest: str, period_s: float = 0.02) -> Iterator[None]:

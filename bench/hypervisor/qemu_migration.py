@@ -22,14 +22,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import LabError
 from bench.hypervisor.interface import MigrationResult, Outcome
 from bench.hypervisor.placement import check_destination
-from bench.hypervisor.qemu import ASK_GUEST_S
 from bench.qemu.guests import MIGRATION_PORT, Instance, mode_reason
+from bench.qemu.primary_asker import WORD_SLICE_S, PrimaryAsker
 
 if TYPE_CHECKING:
     from bench.hypervisor.qemu import QemuHypervisor
@@ -160,25 +162,27 @@ class QemuMigration:
     def _ejected(self, source: Instance, asked: float, deadline: float) -> bool:
         """Watch the guest let go of its primary: its kernel says so the moment net_failover
         unregisters it (QEMU itself notices only at its next 250 ms look in wait-unplug,
-        and says so by leaving it); the guest is asked too, in case that word is not heard.
+        and says so by leaving it); the guest is asked too, in the background, in case
+        that word is not heard (an answer is slow while it ejects).
         True once it has; False if the migration ended first; TimeoutError at ``deadline``."""
         monitor = self.hv.monitor(source)
         released = {"primary-unregistered", "primary-ejected", "migration-active"}
         ended = {*_ENDED, "migration-cancelling"}
-        while True:
-            seen = {e.name for e in monitor.events if e.t >= asked}
-            if seen & ended:
-                return False  # cancelled meanwhile: QEMU now waits for the eject itself
-            if seen & released:
-                return True
-            if time.monotonic() > deadline:
-                raise TimeoutError("primary not ejected")
-            try:
-                slice_end = min(deadline, time.monotonic() + ASK_GUEST_S)
-                monitor.wait_for(released | ended, slice_end, since=asked)
-            except TimeoutError:  # no word for a while: ask the guest (slow while it ejects)
-                if not self.hv.guests.primary_enslaved(source):
+        holds = functools.partial(self.hv.guests.primary_enslaved, source)
+        with PrimaryAsker(holds, asked, lambda: monitor.hears_kernel, want=False) as asker:
+            while True:
+                seen = {e.name for e in monitor.events if e.t >= asked}
+                if seen & ended:
+                    return False  # cancelled meanwhile: QEMU now waits for the eject itself
+                if seen & released or asker.found is not None:
                     return True
+                if asker.error is not None:
+                    raise asker.error
+                if time.monotonic() > deadline:
+                    raise TimeoutError("primary not ejected")
+                with contextlib.suppress(TimeoutError):
+                    slice_end = min(deadline, time.monotonic() + WORD_SLICE_S)
+                    monitor.wait_for(released | ended, slice_end, since=asked)
 
     def _kill_destination(self, target: Instance, started: float) -> None:
         """LM-05: the destination QEMU dies during stop-and-copy (the source paused before
