@@ -50,16 +50,29 @@ class BetaPlugin:
 
     def reinit_tx_ring(self, queue: int) -> None:
         head = self.regs[w.qreg(queue, w.TX_HEAD)]
+        self._disown(b.tx_cq_offset(queue, self.size), b.TX_CQE.size, b.TX_CQE_OWNER_OFFSET, head)
         self.tx_tail[queue] = self.tx_ci[queue] = head
         self.regs[w.qreg(queue, w.TX_TAIL)] = head
         self.regs[w.qreg(queue, w.TX_CQ_CI)] = head
 
     def reinit_rx_ring(self, queue: int) -> None:
         head = self.regs[w.qreg(queue, w.RX_HEAD)]
+        self._disown(b.rx_cq_offset(queue, self.size), b.RX_CQE.size, b.RX_CQE_OWNER_OFFSET, head)
         self.rx_tail[queue] = self.rx_ci[queue] = head
         self.regs[w.qreg(queue, w.RX_TAIL)] = head
         self.regs[w.qreg(queue, w.RX_CQ_CI)] = head
         self.posted[queue] = {}
+
+    def _disown(self, cq: int, entry: int, owner_at: int, head: int) -> None:
+        """Mark every entry of a completion queue as not yet written for the pass the
+        ring resumes in: its owner bit the opposite of what the device writes next
+        there (the datasheet's ring set-up). The memory may hold anything: zeros, or an
+        earlier user's entries; an owner bit that matched by chance would read as a
+        completion the device never wrote (a bogus buffer id, a real frame skipped)."""
+        size, rings = self.size, self.rings
+        for slot in range(size):
+            index = head + (slot - head) % size  # the next running index on this slot
+            rings[cq + slot * entry + owner_at] = b.owner_bit(index, size) ^ 1
 
     def enable_interrupt(self, vector: int) -> None:
         self.regs[w.IRQ_ENABLE + vector] = 1
