@@ -1,16 +1,18 @@
 """What the traffic saw of one migration, per direction, lined up with the hypervisor's clock.
 
 The checker reports, per flow, the sequence numbers it never received and
-when its longest gap between arrivals ended (kernel receive timestamps, the
-same clock as the hypervisor's events on an emulated lab). A frame with
-sequence number k of a flow paced at R frames per second was due about
-k / R after the first arrival. Where the checker recorded the arrival (seq
-j, rx time t) that jumped over a run of missing seqs, the run is timed back
-from it instead (seq k was due (j - k) / R before t), so a sender's pacing
-drift over a long run cannot move a lost frame out of the window it fell in.
-A lost frame counts as lost *inside* the downtime when it was due between the
-guest's stop and resume, widened by ``limits.timeline_slack_ms`` for what was
-queued on the way.
+when its longest gap between arrivals ended (kernel receive timestamps; the
+sender's stamps are time.time() on its host: on an emulated lab both are the
+same clock as the hypervisor's events). Where the checker recorded the arrival
+(seq j, sent at t) that jumped over a run of missing seqs, seq k of a flow
+paced at R frames per second was sent (j - k) / R before t: timed by the
+sender's clock, neither the sender's pacing drift over a long run nor the
+queue a resumed guest works through before that arrival (frames held during
+its stop) can move a lost frame out of the window it fell in. A run with no
+recorded arrival is timed from the first arrival at the nominal rate (k / R
+after it). A lost frame counts as lost *inside* the downtime when it was sent
+between the guest's stop and resume, widened by ``limits.timeline_slack_ms``
+for the way from the sender to where it was lost.
 """
 
 from __future__ import annotations
@@ -65,12 +67,12 @@ def wire_view(
     first_seq = result.missing[0][1] + 1 if result.missing and result.missing[0][0] == 0 else 0
     inside = outside = 0
 
-    def count(lo: int, hi: int, end: tuple[int, int] | None = None) -> None:
+    def count(lo: int, hi: int, end: tuple[int, int, int] | None = None) -> None:
         """Time the lost seqs lo..hi, back from the arrival that jumped them when known."""
         nonlocal inside, outside
         for seq in range(lo, hi + 1):
             if end is not None:
-                at = end[1] / 1e9 - (end[0] - seq) / rate
+                at = end[2] / 1e9 - (end[0] - seq) / rate
             else:
                 at = first_rx + (seq - first_seq) / rate
             hit = next(

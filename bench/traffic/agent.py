@@ -65,7 +65,7 @@ JSON printed by ``recv`` (one line)::
       "max_seq": int|null,
       "missing": [[a, b], ...],   # seqs in [0, max_seq] never received, inclusive ranges
       "missing_total": N, "missing_truncated": bool,  # the list stops at 1000 ranges
-      "missing_ends": [[seq, rx_ns]|null, ...],  # per range: the arrival that jumped it
+      "missing_ends": [[seq, rx_ns, tx_ns]|null, ...],  # per range: the arrival that jumped it
       "longest_gap_ns": N,    # longest time between consecutive arrivals
       "gap_end_ns": int|null, # rx time of the arrival that ended it
       "gap_seq_before": int|null, "gap_seq_after": int|null,
@@ -394,9 +394,10 @@ class FlowStats:
         self.gap_before = -1
         self.gap_after = -1
         #: Each arrival that jumped over seqs not seen yet, by its seq: (its rx time, the
-        #: highest seq before it). The seqs it jumped were due just before it. Capped like
+        #: highest seq before it, its tx stamp). The seqs it jumped were sent just before
+        #: it. Capped like
         #: the missing list; jumps that later arrivals filled make room (``_make_room``).
-        self.run_ends: dict[int, tuple[int, int]] = {}
+        self.run_ends: dict[int, tuple[int, int, int]] = {}
 
     def report(self) -> dict[str, Any]:
         seen, top = self.seen, self.max_seq
@@ -451,20 +452,27 @@ def _nearest_rank(ordered: Sequence[int], percent: float) -> int:
     return ordered[rank - 1]
 
 
-def _run_ends(missing: list[list[int]], ends: dict[int, tuple[int, int]]) -> list[list[int] | None]:
-    """Per missing range, the first arrival after its end that jumped over it."""
+def _run_ends(
+    missing: list[list[int]], ends: dict[int, tuple[int, int, int]]
+) -> list[list[int] | None]:
+    """Per missing range, the first arrival after its end that jumped over it: its seq,
+    rx time and tx stamp."""
     order = sorted(ends)
     found: list[list[int] | None] = []
     for _, hi in missing:
         at = bisect.bisect_left(order, hi + 1)
-        found.append([order[at], ends[order[at]][0]] if at < len(order) else None)
+        if at < len(order):
+            rx, _, tx = ends[order[at]]
+            found.append([order[at], rx, tx])
+        else:
+            found.append(None)
     return found
 
 
-def _make_room(ends: dict[int, tuple[int, int]], seen: bytearray) -> None:
+def _make_room(ends: dict[int, tuple[int, int, int]], seen: bytearray) -> None:
     """Forget the jumps whose every skipped seq arrived later (reordered, not lost): they
     time no loss. Runs only when the record is full, off the per-frame path."""
-    for seq, (_, before) in list(ends.items()):
+    for seq, (_, before, _) in list(ends.items()):
         if seen.find(0, before + 1, seq) == -1:
             del ends[seq]
 
@@ -666,7 +674,7 @@ class Checker:
         nseen = 0
         lat_append = array.array("q").append
         tl: list[int] = []
-        run_ends: dict[int, tuple[int, int]] = {}
+        run_ends: dict[int, tuple[int, int, int]] = {}
         ntl = 0
         t0 = max_seq = last_rx = last_seq = dup = reord = max_gap = 0
         for _ in range(num):
@@ -731,7 +739,7 @@ class Checker:
                         if len(run_ends) >= MISSING_RANGES_CAP:
                             _make_room(run_ends, seen)
                         if len(run_ends) < MISSING_RANGES_CAP:
-                            run_ends[seq] = (rx, max_seq)
+                            run_ends[seq] = (rx, max_seq, tx)
                     max_seq = seq
                 lat_append(rx - tx)
             gap = rx - last_rx

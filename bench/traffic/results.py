@@ -37,9 +37,10 @@ class DirectionResult:
     first_rx_ns: int
     #: Arrivals per 1 ms bucket from ``first_rx_ns``.
     timeline: tuple[int, ...]
-    #: Per ``missing`` range, the seq and rx time (ns) of the arrival that jumped over it
-    #: (None when unknown): its seqs were due just before that arrival.
-    missing_ends: tuple[tuple[int, int] | None, ...] = ()
+    #: Per ``missing`` range, the arrival that jumped over it (None when unknown): its
+    #: seq, rx time and tx stamp (ns, the sender's clock); the range's seqs were sent
+    #: just before it.
+    missing_ends: tuple[tuple[int, int, int] | None, ...] = ()
 
     @property
     def exact(self) -> bool:
@@ -84,7 +85,7 @@ def direction_from_agent(
         first_rx_ns=first_rx,
         timeline=tuple(int(c) for c in timeline.get("counts", [])),
         missing_ends=tuple(
-            (int(e[0]), int(e[1])) if e else None for e in stats.get("missing_ends", [])
+            (int(e[0]), int(e[1]), int(e[2])) if e else None for e in stats.get("missing_ends", [])
         ),
     )
 

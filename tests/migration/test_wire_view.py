@@ -2,8 +2,8 @@
 
 A paced sender drifts: after seconds of traffic the k-th frame no longer arrives
 k / R after the first. The checker's record of the arrival that jumped over a run
-of lost seqs lets the run be timed from there; without it the nominal rate is all
-there is.
+of lost seqs (its seq, rx time and the sender's stamp) lets the run be timed from
+when that arrival was sent; without it the nominal rate is all there is.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ RATE = 1000.0
 
 
 def result(
-    missing: tuple[tuple[int, int], ...], ends: tuple[tuple[int, int] | None, ...] = ()
+    missing: tuple[tuple[int, int], ...], ends: tuple[tuple[int, int, int] | None, ...] = ()
 ) -> DirectionResult:
     lost = sum(hi - lo + 1 for lo, hi in missing)
     return DirectionResult(
@@ -28,18 +28,37 @@ def result(
     )  # fmt: skip
 
 
+def ns(t: float) -> int:
+    return int(t * 1e9)
+
+
+def jump(seq: int, sent: float, received: float | None = None) -> tuple[int, int, int]:
+    """The arrival ``seq`` that jumped a run: sent at ``sent``, received 0.5 ms later
+    unless said otherwise."""
+    return (seq, ns(received if received is not None else sent + 0.0005), ns(sent))
+
+
 # The sender fell 60 ms behind its nominal pace before the migration: seqs 2000..2012
-# were lost in a downtime that began 2.060 s after the first arrival, and 2013 arrived
-# at 2.074 s.
+# were lost in a downtime that began 2.060 s after the first arrival, and 2013 was sent
+# at 2.0735 s.
 DOWNTIME = (T0 + 2.060, T0 + 2.0657)
 RUN = ((2000, 2012),)
-JUMPED_BY = ((2013, int((T0 + 2.074) * 1e9)),)
+JUMPED_BY = (jump(2013, T0 + 2.0735),)
 
 
 def test_a_run_is_timed_back_from_the_arrival_that_jumped_it() -> None:
     view = wire_view(result(RUN, JUMPED_BY), DOWNTIME, slack_s=0.020)
     assert (view.lost_inside, view.lost_outside) == (13, 0)
     assert (view.lost_in_downtime, view.lost_declared) == (13, ())
+
+
+def test_a_late_delivery_of_that_arrival_does_not_move_the_run() -> None:
+    """The resumed guest first works through what its stop held: the arrival that jumped
+    the run is received 45 ms after it was sent. Timed from its rx time the run would
+    land past the window; from its tx stamp it is where it was lost."""
+    late_arrival = (jump(2013, T0 + 2.0735, received=T0 + 2.1185),)
+    view = wire_view(result(RUN, late_arrival), DOWNTIME, slack_s=0.020)
+    assert (view.lost_inside, view.lost_outside) == (13, 0)
 
 
 def test_without_that_arrival_the_nominal_pace_is_used_and_drift_shows() -> None:
@@ -50,14 +69,14 @@ def test_without_that_arrival_the_nominal_pace_is_used_and_drift_shows() -> None
 
 def test_a_run_outside_every_window_stays_outside() -> None:
     late = ((4000, 4001),)
-    jumped = ((4002, int((T0 + 4.070) * 1e9)),)
+    jumped = (jump(4002, T0 + 4.0695),)
     view = wire_view(result(RUN + late, JUMPED_BY + jumped), DOWNTIME, slack_s=0.020)
     assert (view.lost_inside, view.lost_outside) == (13, 2)
 
 
 def test_a_declared_window_counts_as_inside() -> None:
     late = ((4000, 4001),)
-    jumped = ((4002, int((T0 + 4.070) * 1e9)),)
+    jumped = (jump(4002, T0 + 4.0695),)
     declared = ((T0 + 4.060, T0 + 4.070),)
     view = wire_view(result(RUN + late, JUMPED_BY + jumped), DOWNTIME, 0.010, also=declared)
     assert (view.lost_inside, view.lost_outside, view.declared) == (15, 0, 1)

@@ -80,8 +80,9 @@ def test_counts_losses_duplicates_reordering_gap_and_latency() -> None:
     flow = report["flows"]["1"]
     assert (flow["received"], flow["unique"], flow["duplicates"], flow["reordered"]) == (7, 6, 1, 1)
     assert flow["missing"] == [[3, 3], [6, 8]] and flow["missing_total"] == 4
-    # 3 was jumped by 5 (4 came later), 6..8 by 9: the arrivals the lost seqs are timed from
-    assert flow["missing_ends"] == [[5, rx[3]], [9, rx[6]]]
+    # 3 was jumped by 5 (4 came later), 6..8 by 9: the arrivals the lost seqs are timed
+    # from, with when they were received and sent
+    assert flow["missing_ends"] == [[5, rx[3], rx[3] - 100_000], [9, rx[6], rx[6] - 100_000]]
     assert (flow["first_seq"], flow["max_seq"]) == (0, 9)
     assert flow["longest_gap_ns"] == 6_000_000
     assert (flow["gap_end_ns"], flow["gap_seq_before"], flow["gap_seq_after"]) == (rx[3], 2, 5)
@@ -198,7 +199,7 @@ def test_jumps_filled_later_make_room_for_new_ones(monkeypatch: pytest.MonkeyPat
     report = count([(stamped(UDP, q, t - 100_000), t, 0) for q, t in zip(seqs, rx, strict=True)])
     flow = report["flows"]["1"]
     assert flow["missing"] == [[3, 3], [5, 5]]
-    assert flow["missing_ends"] == [[4, rx[3]], [6, rx[4]]]
+    assert flow["missing_ends"] == [[4, rx[3], rx[3] - 100_000], [6, rx[4], rx[4] - 100_000]]
 
 
 def test_nearest_rank_percentiles() -> None:
