@@ -14,6 +14,7 @@ the NIC does; a violation stops the device (a guest bug never reaches the wire).
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,6 +174,12 @@ class EmulationBackend:
         for frame in port.receive():
             if frame[:6] == own or frame[0] & 1:
                 self.deliver(frame)
+
+    def drain_port(self) -> None:
+        """Deliver everything queued at the port now (before the guest stops)."""
+        port = self.port
+        while port is not None and select.select([port], [], [], 0)[0]:
+            self.from_port()
 
     def raise_interrupt(self) -> None:
         if self.irq_pending:

@@ -131,12 +131,19 @@ class GuestRelocation:
             return False
 
     def stop(self, stop: bool) -> None:
-        """Stop (or restart) moving frames: the guest is stopped for stop-and-copy."""
+        """Stop (or restart) moving frames: the guest is stopped for stop-and-copy.
+
+        What reached the device's port before the stop is delivered into the guest's
+        RX ring first, to be copied with it: a hypervisor's I/O thread keeps delivering
+        while its migration thread pre-copies; this process does both in turn, so what
+        arrived meanwhile waits in the port's queue, and would be lost with it."""
         process = self.process
         if stop == process.stopped:
             return
-        process.stopped = stop
         port = process.backend.port
+        if stop and port is not None:
+            process.backend.drain_port()
+        process.stopped = stop
         if port is not None:
             if stop:
                 process.selector.unregister(port)
