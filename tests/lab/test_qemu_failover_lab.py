@@ -33,8 +33,11 @@ def test_conformance_on_real_qemu_guests_then_nothing_left(tmp_path: Path) -> No
     if not IMAGE.is_file():
         pytest.skip("no failover guest image: run `make qemu-failover-image`")
     report = tmp_path / "report"
+    # the QEMU igb host's PF-control variants do not depend on the topology: the session
+    # of `make test` runs them; booting that host again here would only cost time
     done = npabench(
-        "run", str(TOPOLOGY), "--report", str(report), "--no-history", timeout=1200,
+        "run", str(TOPOLOGY), "--report", str(report), "--no-history", "-k", "not qemu-igb",
+        timeout=1200,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     results = read_results(report / "results.jsonl")
