@@ -395,8 +395,8 @@ class FlowStats:
         self.gap_after = -1
         #: Each arrival that jumped over seqs not seen yet, by its seq: (its rx time, the
         #: highest seq before it, its tx stamp). The seqs it jumped were sent just before
-        #: it. Capped like
-        #: the missing list; jumps that later arrivals filled make room (``_make_room``).
+        #: it. Capped like the missing list; jumps that later arrivals filled make room
+        #: (``_make_room``).
         self.run_ends: dict[int, tuple[int, int, int]] = {}
 
     def report(self) -> dict[str, Any]:
