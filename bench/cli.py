@@ -21,18 +21,14 @@ from bench.errors import BenchError, LabError, UsageError
 from bench.history.commands import add_history_option
 from bench.history.commands import add_parsers as add_history_parsers
 from bench.history.store import history_path
-from bench.instruments.registry import open_instrument
-from bench.lab import attach, bring_down, bring_up
 from bench.lab_commands import add_cleanup_parser, add_status_parser
 from bench.migration import command as migrate_command
 from bench.progress import to_stderr as progress
-from bench.runner import REPO_ROOT, RunOptions, run_suite
 from bench.signals import sigterm_interrupts
-from bench.ssh import render_ssh_config, run_on_all
 from bench.topology import Topology, load_topology
-from bench.traffic.engine import TrafficSpec, reverse, run_flows
-from bench.traffic.results import format_table
-from nic_emulators.control import ControlError
+
+# The lab, traffic, SSH, instrument and pytest modules (scapy, pytest: most of a second) are
+# imported in the commands that use them, so `npabench validate` and `--help` start fast.
 
 DEFAULT_TOPOLOGY = "topologies/emulated-lab.yaml"
 
@@ -67,6 +63,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from bench.lab import bring_up
+
     with bring_up(Path(args.topology), progress) as lab:
         for name, endpoint in lab.endpoints.items():
             print(f"{name}: ssh {endpoint.user}@{endpoint.address} -p {endpoint.port}")
@@ -75,11 +73,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from bench.lab import bring_down
+
     bring_down(Path(args.topology), progress)
     return 0
 
 
 def cmd_switch(args: argparse.Namespace) -> int:
+    from bench.lab import attach
+    from nic_emulators.control import ControlError
+
     topology = load_topology(Path(args.topology))
     if args.guest not in {g.name for g in topology.guests}:  # a typo is bad input, up or not
         known = ", ".join(g.name for g in topology.guests) or "none"
@@ -106,6 +109,9 @@ def cmd_switch(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    from bench.lab import attach
+    from bench.ssh import run_on_all
+
     if not args.command:
         raise UsageError("exec: no command given (usage: npabench exec FILE HOST -- CMD ...)")
     if args.timeout is not None and args.timeout <= 0:
@@ -131,6 +137,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_traffic(args: argparse.Namespace) -> int:
+    from bench.lab import attach
+    from bench.traffic.engine import TrafficSpec, reverse, run_flows
+    from bench.traffic.results import format_table
+
     if args.pps is not None and args.pps <= 0:
         raise UsageError(f"traffic: --pps must be more than 0, got {args.pps}")
     if args.duration <= 0:
@@ -161,6 +171,9 @@ def _is_query(command: str) -> bool:
 
 
 def cmd_instrument(args: argparse.Namespace) -> int:
+    from bench.instruments.registry import open_instrument
+    from bench.lab import attach
+
     with attach(Path(args.topology)) as lab:
         spec = next((i for i in lab.topology.instruments if i.name == args.name), None)
         resource = lab.instrument_resource(args.name)  # a clear error if unknown
@@ -188,12 +201,17 @@ def cmd_instrument(args: argparse.Namespace) -> int:
 
 
 def cmd_ssh_config(args: argparse.Namespace) -> int:
+    from bench.lab import attach
+    from bench.ssh import render_ssh_config
+
     with attach(Path(args.topology)) as lab:
         sys.stdout.write(render_ssh_config(list(lab.endpoints.values())))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bench.runner import REPO_ROOT, RunOptions, run_suite
+
     topology = Path(args.topology) if args.topology else REPO_ROOT / DEFAULT_TOPOLOGY
     options = RunOptions(
         report_dir=Path(args.report),

@@ -11,18 +11,21 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import LabError, UsageError
-from bench.lab import Lab, LabState, cleanup_lab
-from bench.lab.teardown import labs_with_links, labs_with_namespaces, labs_with_shared_memory
 from bench.progress import to_stderr as progress
 from bench.topology import load_topology
+
+if TYPE_CHECKING:  # bench.lab pulls scapy: `npabench` imports this module for its parsers only
+    from bench.lab import LabState
 
 AddParser = Callable[[str, str], argparse.ArgumentParser]
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
+    from bench.lab import cleanup_lab
+
     labs = args.lab or _labs_on_this_machine()
     if args.list:
         for lab in labs:
@@ -47,6 +50,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def _describe(lab: str) -> str:
+    from bench.lab import LabState
+
     try:
         state = LabState.load(lab)
     except LabError:
@@ -59,6 +64,8 @@ def _describe(lab: str) -> str:
 
 
 def _readable_state(lab: str) -> LabState | None:
+    from bench.lab import LabState
+
     try:
         return LabState.load(lab)
     except LabError:
@@ -68,11 +75,16 @@ def _readable_state(lab: str) -> LabState | None:
 def _labs_on_this_machine() -> list[str]:
     """Labs with a state directory, plus labs whose namespaces, links or shared memory
     outlived their state."""
+    from bench.lab import LabState
+    from bench.lab.teardown import labs_with_links, labs_with_namespaces, labs_with_shared_memory
+
     found = labs_with_namespaces() | labs_with_links() | labs_with_shared_memory()
     return sorted(set(LabState.known_labs()) | found)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from bench.lab import Lab, LabState
+
     path = Path(args.topology)
     topo = load_topology(path)
     state = LabState.load(topo.lab.name)

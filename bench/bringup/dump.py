@@ -13,11 +13,13 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import LabError
-from bench.lab import Lab, attach
 from nic_emulators.control import ControlClient, ControlError
+
+if TYPE_CHECKING:  # bench.lab pulls scapy: `npabench` imports this module for its parser only
+    from bench.lab import Lab
 
 TIMEOUT_S = 3.0
 
@@ -93,6 +95,8 @@ def format_dump(dump: dict[str, Any]) -> str:
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
+    from bench.lab import attach
+
     with attach(Path(args.topology)) as lab:
         dump = guest_dump(lab, args.guest)
     print(json.dumps(dump, indent=2) if args.json else format_dump(dump))

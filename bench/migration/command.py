@@ -14,15 +14,11 @@ import json
 from pathlib import Path
 
 from bench.errors import UsageError
-from bench.lab import attach
-from bench.migration.orchestrator import (
-    DEFAULT_PPS,
-    TrafficPlan,
-    describe,
-    migrate_under_traffic,
-)
-from bench.migration.verdict import Expectation
+from bench.migration.defaults import DEFAULT_PPS
 from bench.topology import load_topology
+
+# The lab and the orchestrator (scapy) are imported in run(): `npabench` imports this module
+# for its parser.
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.lab import attach
+    from bench.migration.orchestrator import TrafficPlan, describe, migrate_under_traffic
+    from bench.migration.verdict import Expectation
+
     topology = load_topology(Path(args.topology))
     if args.guest not in {g.name for g in topology.guests}:
         known = ", ".join(g.name for g in topology.guests) or "none"

@@ -24,6 +24,7 @@ from bench.hypervisor import Hypervisor, MigrationResult, hypervisor_for
 from bench.hypervisor.placement import check_destination, nic_at
 from bench.lab import Lab
 from bench.lab.switch_fdb import learned_port
+from bench.migration.defaults import DEFAULT_PPS
 from bench.migration.figures import MigrationFigures, figures_of, migration_events
 from bench.migration.verdict import Expectation, Verdict, judge
 from bench.migration.wire import WireView, wire_view
@@ -35,7 +36,6 @@ from bench.traffic.tcp import TcpContinuity, run_tcp_echo_probe, run_tcp_probe
 #: Traffic before the migration starts, and after it ended, so both edges are measured.
 LEAD_S = 0.4
 TAIL_S = 0.6
-DEFAULT_PPS = 2000
 #: Bytes per second of the TCP stream into the guest, and of one echoed by a guest's own
 #: echo server (``nc -e cat`` in a QEMU guest, emulated by TCG where KVM is unusable).
 TCP_RATE = 2e6
