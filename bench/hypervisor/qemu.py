@@ -30,7 +30,7 @@ from bench.qemu.failover_vm import PRIMARY_ID, primary_device
 from bench.qemu.guest_net import guest_netdev
 from bench.qemu.guests import Instance, QemuGuests, mode_reason
 from bench.qemu.kernel_log import PRIMARY_EVENTS, STAMP_STEP_S
-from bench.qemu.monitor import QemuMonitor
+from bench.qemu.monitor import QemuMonitor, Steering
 from bench.qemu.primary_asker import ASK_GUEST_S, WORD_SLICE_S, PrimaryAsker
 from bench.qemu.qmp import QmpClient, QmpError
 from bench.qemu.remote import open_socket
@@ -60,9 +60,10 @@ class QemuHypervisor:
     #: QEMU's unplug request until the guest let go of it (the driver closes the primary
     #: before net_failover unregisters it, and until then drops what the standby gets).
     #: And while it takes a primary again: from the moment its net_failover holds it (its
-    #: kernel says so on its own serial port) until the bench has steered to it, the
-    #: time of one ``bridge fdb`` over SSH. (Flooding both TAPs meanwhile was tried:
-    #: net_failover then delivers both copies while it opens the primary.)
+    #: kernel says so on its own serial port) until the host has steered to it, the time
+    #: of one ``bridge fdb`` run by the host's watcher (``bench.qemu.steering_watch``).
+    #: (Flooding both TAPs meanwhile was tried: net_failover then delivers both copies
+    #: while it opens the primary.)
     #: A cancelled migration whose guest ejects late has both, between the cancel and
     #: the primary back on the source.
     #: A migration that fails after the guest stopped holds it paused until QEMU resumes it
@@ -112,11 +113,17 @@ class QemuHypervisor:
         if stale is not None:
             stale.close()  # its connections hold QEMU's one client place on each socket
         # connected outside the lock (seconds at worst): other guests' events go on
+        vm = instance.vm
         fresh = QemuMonitor(
             self.lab.host(instance.host),
             instance.host,
             instance.files,
             on_event=functools.partial(self._seen, instance.guest),
+            steering=Steering(
+                vm.mac, vm.standby_tap, vm.primary_tap, self.guests.steering(instance.guest)
+            )
+            if vm.has_primary
+            else None,
         )
         with _SHARED:
             monitor = _MONITORS.setdefault(key, fresh)
@@ -218,9 +225,9 @@ class QemuHypervisor:
         self.qmp(instance, "device_del", id=PRIMARY_ID)
         deadline = time.monotonic() + self.limits.vf_release_timeout_s
         # the kernel's "unregistered" (net_failover lets go) comes before QEMU's DEVICE_DELETED
-        monitor.wait_for({"primary-unregistered", "primary-ejected"}, deadline, since=asked.t)
-        self.guests.steer(instance, "standby")
-        self.record(guest, instance.host, "emulation-active", reason="VF revoked")
+        word = monitor.wait_for({"primary-unregistered", "primary-ejected"}, deadline, asked.t)
+        at = self.steered(instance, "standby", word)
+        self.record(guest, instance.host, "emulation-active", stamp=at, reason="VF revoked")
 
     def offer_vf(self, guest: str) -> None:
         """Plug the primary again (``device_add``); steered to it once the guest has it."""
@@ -239,9 +246,9 @@ class QemuHypervisor:
         """Steer to the primary as soon as the guest holds it (net_failover drops what the
         standby receives from then on), then wait for the primary's link. ``since``: when
         the primary was given (epoch seconds); an earlier registration does not count."""
-        self.await_primary(instance, since, deadline)
-        self.guests.steer(instance, "primary")
-        self.record(instance.guest, instance.host, "primary-steered")
+        word = self.await_primary(instance, since, deadline)
+        at = self.steered(instance, "primary", word)
+        self.record(instance.guest, instance.host, "primary-steered", stamp=at)
         net = self.guests.wait_mode(instance, "passthrough", deadline)
         self.record(
             instance.guest,
@@ -250,20 +257,35 @@ class QemuHypervisor:
             plugin=net.primary.driver if net.primary else None,
         )
 
-    def await_primary(self, instance: Instance, since: float, deadline: float) -> None:
+    def steered(self, instance: Instance, to: str, word: HypervisorEvent | None) -> float:
+        """Inbound frames go to the guest's ``to`` TAP (``primary`` or ``standby``) after
+        the guest changed: the host's watcher moved them the moment it read the kernel's
+        ``word`` (then its details say so), else the bench moves them now. When that was
+        (epoch seconds); LabError if the watcher could not."""
+        if word is not None and word.details.get("steered") == to:
+            error = word.details.get("steer_error")
+            if error:
+                raise LabError(f"{instance.host}: steering {instance.guest} to its {to}: {error}")
+            return word.t + float(word.details.get("steer_ms", 0.0)) / 1000
+        self.guests.steer(instance, to)
+        return time.time()
+
+    def await_primary(
+        self, instance: Instance, since: float, deadline: float
+    ) -> HypervisorEvent | None:
         """Return the moment the guest's net_failover takes a primary: its kernel says so on
         its own serial port (``primary-registered``, at or after ``since``), or, should
         that word not be heard (it came before the bench listened), asking the guest finds
         it so (logged then as ``primary-registered`` at the last time it did not). The
-        guest is asked in the background: a slow answer never holds back the word."""
+        guest is asked in the background: a slow answer never holds back the word.
+        The kernel's word, if that is how it was known."""
         monitor = self.monitor(instance)
         holds = functools.partial(self.guests.primary_enslaved, instance)
         with PrimaryAsker(holds, since or time.time(), lambda: monitor.hears_kernel) as asker:
             while True:
                 with contextlib.suppress(TimeoutError):
                     slice_end = min(deadline, time.monotonic() + WORD_SLICE_S)
-                    monitor.wait_for({"primary-registered"}, slice_end, since=since)
-                    return
+                    return monitor.wait_for({"primary-registered"}, slice_end, since=since)
                 if asker.error is not None:
                     raise asker.error
                 if asker.found is not None:
@@ -276,7 +298,7 @@ class QemuHypervisor:
                         stamp=asker.found,
                         heard="asking the guest",
                     )
-                    return
+                    return None
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"guest {instance.guest} on {instance.host} did not take its primary "
@@ -285,40 +307,42 @@ class QemuHypervisor:
 
     @contextlib.contextmanager
     def following(self, guest: str, period_s: float = 0.02) -> Iterator[None]:
-        """While inside, steer after the guest's own changes: a thread watches whether the
-        guest holds its primary (a driver unloaded or loaded in the guest, FB-05) and
-        steers to the standby or the primary as that changes. A NIC's PF hears of a VF
-        driver's reset over its mailbox; QEMU says nothing, so the bench listens to the
-        guest's kernel (and asks the guest every ``period_s`` when it cannot)."""
+        """While inside, follow the guest's own changes: a thread watches whether the guest
+        holds its primary (a driver unloaded or loaded in the guest, FB-05) and logs each
+        change with when inbound frames were steered to the standby or the primary. A
+        NIC's PF hears of a VF driver's reset over its mailbox; QEMU says nothing, so the
+        host's watcher steers on the guest kernel's word (and the bench asks the guest
+        every ``period_s``, and steers itself, when that word is not heard)."""
         instance = self.guests.current(guest)
         monitor = self.monitor(instance)
         stop = threading.Event()
         failures: list[BaseException] = []
 
-        def holds(since: float) -> tuple[bool | None, float]:
+        def holds(since: float) -> tuple[bool | None, float, HypervisorEvent | None]:
             """The guest kernel's next word on its primary after ``since`` (None: none came
-            for a while, or none is heard: ask the guest)."""
+            for a while, or none is heard: ask the guest), and that word."""
             if not monitor.hears_kernel:
                 stop.wait(period_s)
-                return None, since
+                return None, since, None
             try:
                 said = monitor.wait_for(PRIMARY_EVENTS, time.monotonic() + ASK_GUEST_S, since=since)
             except TimeoutError:
-                return None, since
-            return said.name == "primary-registered", said.t + STAMP_STEP_S / 2
+                return None, since, None
+            return said.name == "primary-registered", said.t + STAMP_STEP_S / 2, said
 
         def watch(held: bool, since: float) -> None:
             while not stop.is_set():
                 try:
-                    now, since = holds(since)
+                    now, since, word = holds(since)
                     if now is None:
                         now = self.guests.primary_enslaved(instance)
                     if now != held:
-                        self.guests.steer(instance, "primary" if now else "standby")
+                        at = self.steered(instance, "primary" if now else "standby", word)
                         self.record(
                             guest,
                             instance.host,
                             "primary-steered" if now else "emulation-active",
+                            stamp=at,
                             reason="the guest's own change",
                         )
                         held = now
@@ -356,7 +380,11 @@ class QemuHypervisor:
 
     def set_steering(self, guest: str, on: bool) -> None:
         """Steer the guest's inbound frames to the TAP that carries them (on), or let the
-        host bridge learn (off: the blackout net_failover then shows)."""
+        host bridge learn (off: the blackout net_failover then shows); the host's watcher
+        steers on the guest kernel's word only while it is on."""
+        instance = self.guests.current(guest)
+        if instance.vm.has_primary:
+            self.monitor(instance).set_steering(on)
         self.guests.set_steering(guest, on)
 
     # -- live migration -----------------------------------------------------------------

@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import LabError
-from bench.hypervisor.interface import MigrationResult, Outcome
+from bench.hypervisor.interface import HypervisorEvent, MigrationResult, Outcome
 from bench.hypervisor.placement import check_destination
 from bench.qemu.guests import MIGRATION_PORT, Instance, mode_reason
 from bench.qemu.primary_asker import WORD_SLICE_S, PrimaryAsker
@@ -140,7 +140,7 @@ class QemuMigration:
         try:
             asked = monitor.wait_for({"unplug-primary"}, time.monotonic() + bound, since=started)
             hv.record(self.guest, source.host, "vf-release-requested")
-            ejected = self._ejected(source, asked.t, time.monotonic() + bound)
+            ejected, word = self._ejected(source, asked.t, time.monotonic() + bound)
         except TimeoutError:
             hv.record(self.guest, source.host, "vf-release-timeout", bound_s=bound)
             hv.qmp(source, "migrate_cancel")
@@ -149,8 +149,10 @@ class QemuMigration:
                 f"limits.vf_release_timeout_s = {bound:g} s; migration cancelled"
             )
         if ejected:
-            hv.guests.steer(source, "standby")
-            done = hv.record(self.guest, source.host, "emulation-active", reason="migration")
+            at = hv.steered(source, "standby", word)
+            done = hv.record(
+                self.guest, source.host, "emulation-active", stamp=at, reason="migration"
+            )
             hv.record(
                 self.guest,
                 source.host,
@@ -159,23 +161,28 @@ class QemuMigration:
             )
         return ""
 
-    def _ejected(self, source: Instance, asked: float, deadline: float) -> bool:
+    def _ejected(
+        self, source: Instance, asked: float, deadline: float
+    ) -> tuple[bool, HypervisorEvent | None]:
         """Watch the guest let go of its primary: its kernel says so the moment net_failover
         unregisters it (QEMU itself notices only at its next 250 ms look in wait-unplug,
         and says so by leaving it); the guest is asked too, in the background, in case
         that word is not heard (an answer is slow while it ejects).
-        True once it has; False if the migration ended first; TimeoutError at ``deadline``."""
+        (True, the kernel's word if heard) once it has; (False, None) if the migration
+        ended first; TimeoutError at ``deadline``."""
         monitor = self.hv.monitor(source)
         released = {"primary-unregistered", "primary-ejected", "migration-active"}
         ended = {*_ENDED, "migration-cancelling"}
         holds = functools.partial(self.hv.guests.primary_enslaved, source)
         with PrimaryAsker(holds, asked, lambda: monitor.hears_kernel, want=False) as asker:
             while True:
-                seen = {e.name for e in monitor.events if e.t >= asked}
+                recent = [e for e in monitor.events if e.t >= asked]
+                seen = {e.name for e in recent}
                 if seen & ended:
-                    return False  # cancelled meanwhile: QEMU now waits for the eject itself
+                    return False, None  # cancelled meanwhile: QEMU waits for the eject itself
                 if seen & released or asker.found is not None:
-                    return True
+                    word = next((e for e in recent if e.name == "primary-unregistered"), None)
+                    return True, word
                 if asker.error is not None:
                     raise asker.error
                 if time.monotonic() > deadline:
@@ -248,7 +255,7 @@ class QemuMigration:
         if stopped is not None:  # QEMU let the guest run on where it was
             resumed = hv.monitor(source).wait_for({"resumed"}, time.monotonic() + 10.0, stopped.t)
             hv.record(self.guest, source.host, "guest-resumed-on-source", at=resumed.t)
-        if had_primary and not hv.guests.primary_enslaved(source):
+        if had_primary and not hv.monitor(source).steers and not hv.guests.primary_enslaved(source):
             hv.guests.steer(source, "standby")  # ejected late (after a cancel): the standby
         if had_primary:  # QEMU plugs it back if the guest had ejected it
             hv.primary_back(

@@ -10,9 +10,12 @@ the moment it takes or lets go of a slave::
 
 From *registered* on, it drops what arrives on the standby; from *unregistered* on,
 the standby carries the guest again. So these lines, not a poll of the guest's
-sysfs, are when the host must steer: :class:`KernelLogReader` reads them (relayed
-over SSH) and hands each on as an event stamped when the bench heard it (the
-controller's clock; serial port, relay and SSH latency included: milliseconds). The
+sysfs, are when the host must steer. A small program on the host
+(``bench.qemu.steering_watch``, run over SSH by :func:`watch_command`) reads the port,
+moves the guest's MAC to the right TAP the moment such a line comes (no round trip
+to the controller: a PF reacts to its VF driver the same way) and reports each as a
+JSON line; :class:`KernelLogReader` hands each on as an event stamped when the host
+read the line (the host's clock, as QMP's events), with how steering went. The
 kernel writes the line synchronously on the serial port, so nothing in the guest's
 user space has to run first (under TCG a busy guest answers its console late).
 Also on that port: the guest's boot script (``rcS: ...`` lines, failed ``insmod``).
@@ -21,15 +24,17 @@ Also on that port: the guest's boot script (``rcS: ...`` lines, failed ``insmod`
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import shlex
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paramiko
 
+from bench.qemu import steering_watch
 from bench.qemu.console import serial_port_arguments
 
 #: The chardev id of the kernel's serial port in QEMU's command line (ttyS1).
@@ -42,6 +47,8 @@ STAMP_STEP_S = 1e-5
 
 #: The events it gives (also what a waiter for "any change of the primary" wants).
 PRIMARY_EVENTS = frozenset({"primary-registered", "primary-unregistered"})
+#: The watcher's answer to "steering on|off" (not a step of the guest's: kept off its log).
+STEERING_SET = "steering-set"
 
 _PRIMARY = re.compile(rb"failover primary slave:(\S+) (registered|unregistered)")
 
@@ -63,6 +70,16 @@ def kernel_log_arguments(work_dir: Path, name: str) -> list[str]:
     )
 
 
+def watch_command(
+    socket_path: str, mac: str, standby_tap: str, primary_tap: str, steering: bool
+) -> str:
+    """The host command that watches the kernel's serial port ``socket_path`` and steers
+    ``mac`` between the two TAPs (``steering``: from the start)."""
+    program = Path(steering_watch.__file__).read_text()
+    arguments = [socket_path, mac, standby_tap, primary_tap, "on" if steering else "off"]
+    return f"exec python3 -u -c {shlex.quote(program)} {shlex.join(arguments)}"
+
+
 def primary_event(line: bytes) -> tuple[str, dict[str, Any]] | None:
     """The event a kernel line tells of (``primary-registered``/``-unregistered``), if any."""
     found = _PRIMARY.search(line)
@@ -73,8 +90,11 @@ def primary_event(line: bytes) -> tuple[str, dict[str, Any]] | None:
 
 
 class KernelLogReader:
-    """A thread reading a guest's kernel log from ``channel``; ``sink(name, details, t)``
-    gets each primary event. Stops at :meth:`close` or when the channel ends."""
+    """A thread reading the host watcher's reports (``bench.qemu.steering_watch``) from
+    ``channel``; ``sink(name, details, t)`` gets each primary event (with ``steered``,
+    ``steer_ms`` and ``steer_error`` when the watcher steered) and each answer to
+    :meth:`set_steering` (``steering-set``). Stops at :meth:`close` or when the channel
+    ends."""
 
     def __init__(
         self,
@@ -101,18 +121,23 @@ class KernelLogReader:
                 break
             if not chunk:
                 break
-            arrived = time.time()
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                event = primary_event(line)
-                if event is not None:
-                    # lines of one read keep their order in time (a waiter's ``since``)
-                    stamp = max(arrived, last + STAMP_STEP_S)
-                    self._sink(event[0], event[1], stamp)
-                    last = stamp
+                report = _report(line)
+                if report is None:
+                    continue
+                name, details, t = report
+                # reports of one read keep their order in time (a waiter's ``since``)
+                stamp = max(t, last + STAMP_STEP_S)
+                self._sink(name, details, stamp)
+                last = stamp
             pending = pending[-4096:]  # a line never grows without bound
         self._closed = True
+
+    def set_steering(self, on: bool) -> None:
+        """Turn the watcher's steering on or off (answered with ``steering-set``)."""
+        self._channel.sendall(b"on\n" if on else b"off\n")
 
     @property
     def reading(self) -> bool:
@@ -123,3 +148,20 @@ class KernelLogReader:
         with contextlib.suppress(OSError):
             self._channel.close()
         self._thread.join(timeout=2.0)
+
+
+def _report(line: bytes) -> tuple[str, dict[str, Any], float] | None:
+    """A watcher's JSON line as (event name, details, its stamp); None for anything else."""
+    try:
+        said = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(said, dict) or not isinstance(said.get("t"), int | float):
+        return None
+    if "steering" in said:
+        return STEERING_SET, {"on": bool(said["steering"])}, float(said["t"])
+    name = said.get("event")
+    if name not in PRIMARY_EVENTS:
+        return None
+    details = {k: said[k] for k in ("netdev", "steered", "steer_ms", "steer_error") if k in said}
+    return str(name), details, float(said["t"])

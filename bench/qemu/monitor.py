@@ -8,10 +8,10 @@ state (``MIGRATION``: setup, wait-unplug, active, device, completed, failed,
 cancelled), the guest's stop and resume (``STOP``, ``RESUME``). Beside it, the
 guest kernel's own serial port (``bench.qemu.kernel_log``) adds the moments
 net_failover takes and lets go of the primary (``primary-registered``,
-``primary-unregistered``). Waiters block on a condition until an event they want
-arrives, with a deadline. QMP events carry QEMU's stamp (the QEMU host's clock),
-kernel events the moment the bench heard them (the controller's): the same clock on
-namespace hosts, the only ones QEMU guests run on for now.
+``primary-unregistered``), read by a watcher on the host that also steers the guest's
+MAC to the right TAP at that moment (their details say how that went). Waiters block
+on a condition until an event they want arrives, with a deadline. Every event carries
+the QEMU host's clock: QMP's stamp, or when the watcher read the kernel's line.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from typing import Any
 
 from bench.errors import HostError, LabError
 from bench.hypervisor.interface import HypervisorEvent
 from bench.qemu.failover_vm import PRIMARY_ID, VmFiles
-from bench.qemu.kernel_log import KernelLogReader
+from bench.qemu.kernel_log import STEERING_SET, KernelLogReader, watch_command
 from bench.qemu.qmp import QmpClient, QmpError
 from bench.qemu.remote import open_socket
 from bench.ssh import SshHost
@@ -74,6 +75,17 @@ def _stamp(message: dict[str, Any]) -> float:
     return time.time()
 
 
+@dataclass(frozen=True)
+class Steering:
+    """What the host's watcher steers: ``mac`` to ``standby_tap`` or ``primary_tap`` on
+    the host bridge, from the start if ``on``."""
+
+    mac: str
+    standby_tap: str
+    primary_tap: str
+    on: bool
+
+
 class QemuMonitor:
     """Events of one QEMU instance, from when the monitor connected; use as a context
     manager or call :meth:`close`."""
@@ -84,6 +96,7 @@ class QemuMonitor:
         host_name: str,
         files: VmFiles,
         on_event: Callable[[HypervisorEvent], None] | None = None,
+        steering: Steering | None = None,
     ) -> None:
         self.host_name = host_name
         self.files = files
@@ -102,11 +115,18 @@ class QemuMonitor:
         self._kernel: KernelLogReader | None = None
         # connected before the monitor is used: the guest's words before that are lost
         with contextlib.suppress(OSError, HostError, LabError):  # none: ask the guest instead
+            path = str(files.kernel_log_socket)
+            command = None
+            if steering is not None:
+                command = watch_command(
+                    path, steering.mac, steering.standby_tap, steering.primary_tap, steering.on
+                )
             self._kernel = KernelLogReader(
-                open_socket(host, str(files.kernel_log_socket), connected=True),
+                open_socket(host, path, connected=True, command=command),
                 files.name,
                 self._from_kernel,
             )
+        self._steering = steering
 
     @property
     def hears_kernel(self) -> bool:
@@ -115,7 +135,31 @@ class QemuMonitor:
         return self._kernel is not None and self._kernel.reading and not self._closed
 
     def _from_kernel(self, name: str, details: dict[str, Any], t: float) -> None:
-        self._add(HypervisorEvent(t, self.host_name, name, details))
+        self._add(HypervisorEvent(t, self.host_name, name, details), log=name != STEERING_SET)
+
+    @property
+    def steers(self) -> bool:
+        """Whether the host's watcher steers on the kernel's word (while it is heard)."""
+        return self._steering is not None and self.hears_kernel
+
+    def set_steering(self, on: bool, timeout: float = 5.0) -> None:
+        """Turn the host watcher's steering on or off; returns once it has answered
+        (LabError if it does not)."""
+        kernel = self._kernel
+        if self._steering is None or kernel is None:
+            return
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            answered = sum(e.name == STEERING_SET for e in self.events)
+            kernel.set_steering(on)
+            while sum(e.name == STEERING_SET for e in self.events) == answered:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not kernel.reading:
+                    raise LabError(
+                        f"{self.files.name} on {self.host_name}: the host's steering watcher "
+                        f"did not answer 'steering {'on' if on else 'off'}'"
+                    )
+                self._changed.wait(remaining)
 
     def _read(self) -> None:
         while not self._closed:
@@ -133,11 +177,12 @@ class QemuMonitor:
             self._closed = True
             self._changed.notify_all()
 
-    def _add(self, event: HypervisorEvent) -> None:
+    def _add(self, event: HypervisorEvent, log: bool = True) -> None:
+        """Keep ``event`` for waiters; ``log``: also hand it on (the guest's event log)."""
         with self._changed:
             self.events.append(event)
             self._changed.notify_all()
-        if self._on_event is not None:
+        if log and self._on_event is not None:
             self._on_event(event)
 
     @property

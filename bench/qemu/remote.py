@@ -60,13 +60,19 @@ def relay_command(socket_path: str) -> str:
 
 
 def open_socket(
-    host: SshHost, socket_path: str, timeout: float = 10.0, connected: bool = False
+    host: SshHost,
+    socket_path: str,
+    timeout: float = 10.0,
+    connected: bool = False,
+    command: str | None = None,
 ) -> paramiko.Channel:
     """A byte stream to Unix socket ``socket_path`` on ``host`` (close it when done).
     ``connected``: return only once the relay has connected to the socket (for a stream
     that only speaks, where whatever comes before the connection is lost). QEMU accepts
-    the connection a moment later, in its main loop: what it writes in between is lost."""
-    channel = host.open_stream(relay_command(socket_path))
+    the connection a moment later, in its main loop: what it writes in between is lost.
+    ``command``: a program of its own in place of the plain relay, which says
+    ``relay: connected`` on stderr as the relay does."""
+    channel = host.open_stream(command or relay_command(socket_path))
     channel.settimeout(timeout)
     if connected:
         said = b""

@@ -1,16 +1,17 @@
 """The guest kernel's primary events, read off its serial port (``bench.qemu.kernel_log``).
 
 Parsing is checked on lines as Linux 6.1's net_failover prints them; the reader on a real
-socket pair, fed in pieces the way a serial stream arrives."""
+socket pair, fed the host watcher's reports in pieces the way a channel delivers them."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 from typing import Any
 
-from bench.qemu.kernel_log import KernelLogReader, primary_event
+from bench.qemu.kernel_log import STEERING_SET, KernelLogReader, primary_event
 
 REGISTERED = b"[   12.5] net_failover virtio0 eth0: failover primary slave:eth2 registered"
 UNREGISTERED = b"net_failover virtio0 eth0: failover primary slave:eth2 unregistered\r"
@@ -24,25 +25,42 @@ def test_primary_lines_become_events_and_others_do_not() -> None:
     assert primary_event(b"e1000e 0000:01:00.0 eth2: NIC Link is Up") is None
 
 
-def test_the_reader_hands_on_events_split_across_reads_in_order() -> None:
+def test_the_reader_hands_on_watcher_reports_split_across_reads_in_order() -> None:
+    """The host watcher's JSON lines, cut in pieces: each primary report becomes an event
+    with the watcher's stamp and its steering details, an answer to "steering on|off"
+    becomes ``steering-set``, anything else is skipped; stamps of one read keep their
+    order; the reader notices the stream ending."""
     ours, theirs = socket.socketpair()
     seen: list[tuple[str, dict[str, Any], float]] = []
-    got_two = threading.Event()
+    got_three = threading.Event()
 
     def sink(name: str, details: dict[str, Any], t: float) -> None:
         seen.append((name, details, t))
-        if len(seen) == 2:
-            got_two.set()
+        if len(seen) == 3:
+            got_three.set()
 
-    before = time.time()
+    t = time.time()
+    reports = [
+        {"event": "primary-unregistered", "netdev": "eth2", "t": t, "steered": "standby",
+         "steer_ms": 1.5},
+        {"steering": False, "t": t},
+        {"event": "primary-registered", "netdev": "eth2", "t": t},
+    ]  # fmt: skip
     reader = KernelLogReader(ours, "vm1", sink)  # type: ignore[arg-type]
     try:
-        stream = b"boot noise\n" + UNREGISTERED + b"\n" + REGISTERED + b"\n"
-        for at in range(0, len(stream), 7):  # a serial port delivers in small pieces
+        stream = b"relay noise\n" + b"".join(json.dumps(r).encode() + b"\n" for r in reports)
+        for at in range(0, len(stream), 7):  # a channel delivers in pieces
             theirs.sendall(stream[at : at + 7])
-        assert got_two.wait(5.0), seen
-        assert [name for name, _, _ in seen] == ["primary-unregistered", "primary-registered"]
-        assert all(before <= t <= time.time() for _, _, t in seen)
+        assert got_three.wait(5.0), seen
+        assert [name for name, _, _ in seen] == [
+            "primary-unregistered",
+            STEERING_SET,
+            "primary-registered",
+        ]
+        assert seen[0][1] == {"netdev": "eth2", "steered": "standby", "steer_ms": 1.5}
+        assert seen[1][1] == {"on": False}
+        assert seen[2][1] == {"netdev": "eth2"}
+        assert seen[0][2] == t and seen[0][2] < seen[1][2] < seen[2][2]
         theirs.close()
         deadline = time.monotonic() + 5.0
         while reader.reading and time.monotonic() < deadline:
