@@ -260,13 +260,19 @@ class QemuHypervisor:
     def steered(self, instance: Instance, to: str, word: HypervisorEvent | None) -> float:
         """Inbound frames go to the guest's ``to`` TAP (``primary`` or ``standby``) after
         the guest changed: the host's watcher moved them the moment it read the kernel's
-        ``word`` (then its details say so), else the bench moves them now. When that was
-        (epoch seconds); LabError if the watcher could not."""
+        ``word`` (then its details say so); else the watcher is asked to (the one writer
+        while it runs: a kernel's word it heard meanwhile wins over the bench's look);
+        without one the bench moves them itself. When that was (epoch seconds); LabError
+        if it could not be done."""
         if word is not None and word.details.get("steered") == to:
             error = word.details.get("steer_error")
             if error:
                 raise LabError(f"{instance.host}: steering {instance.guest} to its {to}: {error}")
             return word.t + float(word.details.get("steer_ms", 0.0)) / 1000
+        if self.guests.steering(instance.guest):
+            at = self.monitor(instance).steer(to)
+            if at is not None:
+                return at
         self.guests.steer(instance, to)
         return time.time()
 
@@ -383,9 +389,12 @@ class QemuHypervisor:
         host bridge learn (off: the blackout net_failover then shows); the host's watcher
         steers on the guest kernel's word only while it is on."""
         instance = self.guests.current(guest)
-        if instance.vm.has_primary:
-            self.monitor(instance).set_steering(on)
+        monitor = self.monitor(instance) if instance.vm.has_primary else None
+        if monitor is not None and not on:
+            monitor.set_steering(False)  # before the entry goes: nothing steers after it
         self.guests.set_steering(guest, on)
+        if monitor is not None and on:
+            monitor.set_steering(True)  # last: the kernel's last word corrects a stale look
 
     # -- live migration -----------------------------------------------------------------
 

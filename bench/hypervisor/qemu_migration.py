@@ -255,8 +255,8 @@ class QemuMigration:
         if stopped is not None:  # QEMU let the guest run on where it was
             resumed = hv.monitor(source).wait_for({"resumed"}, time.monotonic() + 10.0, stopped.t)
             hv.record(self.guest, source.host, "guest-resumed-on-source", at=resumed.t)
-        if had_primary and not hv.monitor(source).steers and not hv.guests.primary_enslaved(source):
-            hv.guests.steer(source, "standby")  # ejected late (after a cancel): the standby
+        if had_primary and not hv.guests.primary_enslaved(source):
+            hv.steered(source, "standby", None)  # ejected late (after a cancel): the standby
         if had_primary:  # QEMU plugs it back if the guest had ejected it
             hv.primary_back(
                 source, time.monotonic() + float(self.limits.passthrough_return_s), since=started

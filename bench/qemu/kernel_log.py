@@ -47,8 +47,9 @@ STAMP_STEP_S = 1e-5
 
 #: The events it gives (also what a waiter for "any change of the primary" wants).
 PRIMARY_EVENTS = frozenset({"primary-registered", "primary-unregistered"})
-#: The watcher's answer to "steering on|off" (not a step of the guest's: kept off its log).
-STEERING_SET = "steering-set"
+#: The watcher's answer to a request of the controller's (not a step of the guest's: kept
+#: off its log); its details carry the request's ``seq``.
+WATCHER_ANSWER = "watcher-answer"
 
 _PRIMARY = re.compile(rb"failover primary slave:(\S+) (registered|unregistered)")
 
@@ -93,8 +94,7 @@ class KernelLogReader:
     """A thread reading the host watcher's reports (``bench.qemu.steering_watch``) from
     ``channel``; ``sink(name, details, t)`` gets each primary event (with ``steered``,
     ``steer_ms`` and ``steer_error`` when the watcher steered) and each answer to
-    :meth:`set_steering` (``steering-set``). Stops at :meth:`close` or when the channel
-    ends."""
+    :meth:`ask` (``watcher-answer``). Stops at :meth:`close` or when the channel ends."""
 
     def __init__(
         self,
@@ -135,9 +135,10 @@ class KernelLogReader:
             pending = pending[-4096:]  # a line never grows without bound
         self._closed = True
 
-    def set_steering(self, on: bool) -> None:
-        """Turn the watcher's steering on or off (answered with ``steering-set``)."""
-        self._channel.sendall(b"on\n" if on else b"off\n")
+    def ask(self, request: str, seq: int) -> None:
+        """Send the watcher ``request`` (``on``, ``off``, ``steer primary|standby``); it
+        answers with ``watcher-answer`` carrying ``seq``. OSError if the channel is gone."""
+        self._channel.sendall(f"{request} {seq}\n".encode())
 
     @property
     def reading(self) -> bool:
@@ -151,17 +152,19 @@ class KernelLogReader:
 
 
 def _report(line: bytes) -> tuple[str, dict[str, Any], float] | None:
-    """A watcher's JSON line as (event name, details, its stamp); None for anything else."""
+    """A watcher's JSON line as (event name, details, its stamp); None for anything else
+    (whatever a host's shell may print before it is skipped)."""
     try:
-        said = json.loads(line)
+        said = json.loads(line[line.find(b"{") :])
     except ValueError:
         return None
     if not isinstance(said, dict) or not isinstance(said.get("t"), int | float):
         return None
-    if "steering" in said:
-        return STEERING_SET, {"on": bool(said["steering"])}, float(said["t"])
+    t = float(said.pop("t"))
+    if "seq" in said:
+        return WATCHER_ANSWER, said, t
     name = said.get("event")
     if name not in PRIMARY_EVENTS:
         return None
     details = {k: said[k] for k in ("netdev", "steered", "steer_ms", "steer_error") if k in said}
-    return str(name), details, float(said["t"])
+    return str(name), details, t

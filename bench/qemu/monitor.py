@@ -9,9 +9,12 @@ cancelled), the guest's stop and resume (``STOP``, ``RESUME``). Beside it, the
 guest kernel's own serial port (``bench.qemu.kernel_log``) adds the moments
 net_failover takes and lets go of the primary (``primary-registered``,
 ``primary-unregistered``), read by a watcher on the host that also steers the guest's
-MAC to the right TAP at that moment (their details say how that went). Waiters block
-on a condition until an event they want arrives, with a deadline. Every event carries
-the QEMU host's clock: QMP's stamp, or when the watcher read the kernel's line.
+MAC to the right TAP at that moment (their details say how that went); it is the one
+writer of that steering while it runs (:meth:`QemuMonitor.steer`). Waiters block on a
+condition until an event they want arrives, with a deadline. Events carry the QEMU
+host's clock (QMP's stamp, or when the watcher read the kernel's line), compared with
+the controller's: the same clock on namespace hosts, the only ones QEMU guests run on
+for now.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 from bench.errors import HostError, LabError
 from bench.hypervisor.interface import HypervisorEvent
 from bench.qemu.failover_vm import PRIMARY_ID, VmFiles
-from bench.qemu.kernel_log import STEERING_SET, KernelLogReader, watch_command
+from bench.qemu.kernel_log import WATCHER_ANSWER, KernelLogReader, watch_command
 from bench.qemu.qmp import QmpClient, QmpError
 from bench.qemu.remote import open_socket
 from bench.ssh import SshHost
@@ -116,17 +119,20 @@ class QemuMonitor:
         # connected before the monitor is used: the guest's words before that are lost
         with contextlib.suppress(OSError, HostError, LabError):  # none: ask the guest instead
             path = str(files.kernel_log_socket)
-            command = None
-            if steering is not None:
-                command = watch_command(
+            command = (
+                watch_command(
                     path, steering.mac, steering.standby_tap, steering.primary_tap, steering.on
                 )
+                if steering is not None
+                else watch_command(path, "-", "-", "-", False)  # the words alone
+            )
             self._kernel = KernelLogReader(
                 open_socket(host, path, connected=True, command=command),
                 files.name,
                 self._from_kernel,
             )
         self._steering = steering
+        self._seq = 0
 
     @property
     def hears_kernel(self) -> bool:
@@ -135,31 +141,55 @@ class QemuMonitor:
         return self._kernel is not None and self._kernel.reading and not self._closed
 
     def _from_kernel(self, name: str, details: dict[str, Any], t: float) -> None:
-        self._add(HypervisorEvent(t, self.host_name, name, details), log=name != STEERING_SET)
+        self._add(HypervisorEvent(t, self.host_name, name, details), log=name != WATCHER_ANSWER)
 
     @property
     def steers(self) -> bool:
         """Whether the host's watcher steers on the kernel's word (while it is heard)."""
         return self._steering is not None and self.hears_kernel
 
-    def set_steering(self, on: bool, timeout: float = 5.0) -> None:
-        """Turn the host watcher's steering on or off; returns once it has answered
-        (LabError if it does not)."""
+    def _ask(self, request: str, timeout: float = 5.0) -> HypervisorEvent | None:
+        """The watcher's answer to ``request``; None if no watcher steers here (none, or
+        it has ended); LabError if it does not answer in time."""
         kernel = self._kernel
-        if self._steering is None or kernel is None:
-            return
+        if self._steering is None or kernel is None or not kernel.reading:
+            return None
         deadline = time.monotonic() + timeout
         with self._changed:
-            answered = sum(e.name == STEERING_SET for e in self.events)
-            kernel.set_steering(on)
-            while sum(e.name == STEERING_SET for e in self.events) == answered:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not kernel.reading:
+            self._seq += 1
+            seq = str(self._seq)
+            try:
+                kernel.ask(request, self._seq)
+            except OSError:
+                return None  # the watcher's channel is gone: nothing on the host steers
+            while True:
+                for event in reversed(self.events):
+                    if event.name == WATCHER_ANSWER and event.details.get("seq") == seq:
+                        return event
+                if time.monotonic() > deadline or not kernel.reading or self._closed:
                     raise LabError(
                         f"{self.files.name} on {self.host_name}: the host's steering watcher "
-                        f"did not answer 'steering {'on' if on else 'off'}'"
+                        f"did not answer {request!r}"
                     )
-                self._changed.wait(remaining)
+                self._changed.wait(0.05)  # the reader's end wakes no one: look again soon
+
+    def set_steering(self, on: bool) -> None:
+        """Turn the host watcher's steering on or off (turned on, it moves the guest's MAC
+        where the kernel's last word puts it); returns once it has answered."""
+        answer = self._ask("on" if on else "off")
+        if answer is not None and answer.details.get("steer_error"):
+            raise LabError(f"{self.host_name}: {answer.details['steer_error']}")
+
+    def steer(self, to: str) -> float | None:
+        """Have the host watcher steer to ``to`` (``primary``/``standby``), unless a word of
+        the kernel's it heard says otherwise (newer than any look of the controller's):
+        when the guest's MAC got where it is, or None if no watcher steers here."""
+        answer = self._ask(f"steer {to}")
+        if answer is None or answer.details.get("steered") is None:
+            return None
+        if answer.details.get("steer_error"):
+            raise LabError(f"{self.host_name}: {answer.details['steer_error']}")
+        return answer.t
 
     def _read(self) -> None:
         while not self._closed:

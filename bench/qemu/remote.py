@@ -5,8 +5,9 @@ namespace, or on the real server) with ``-daemonize``: it outlives the SSH sessi
 that started it, and its PID comes back from its ``-pidfile``. Its QMP monitors, the
 serial console and the guest kernel's serial port are Unix sockets on the host; the
 controller reaches each through a relay started over SSH (a few lines of stdlib
-Python on the host, copying between the channel and the socket), so the same code
-drives a namespace host and a lab server. QEMU is stopped by PID: QMP ``quit``
+Python on the host, copying between the channel and the socket; for the kernel's
+port, the steering watcher of ``bench.qemu.steering_watch`` instead), so the same
+code drives a namespace host and a lab server. QEMU is stopped by PID: QMP ``quit``
 first, then SIGTERM, then SIGKILL.
 """
 

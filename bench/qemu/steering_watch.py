@@ -1,24 +1,34 @@
 """Runs on a QEMU host: the guest kernel's word on its primary, and steering at that word.
 
-This file is the whole program (standard library only): the controller sends its text
-over SSH and runs it with the host's ``python3`` (:func:`bench.qemu.kernel_log.watch_command`),
-so it works on a namespace host and on a lab server alike.
+This file is the whole program (standard library only, ASCII): the controller sends its
+text over SSH and runs it with the host's ``python3``
+(:func:`bench.qemu.kernel_log.watch_command`).
 
 It reads the guest kernel's serial port (a Unix socket of QEMU's). The moment
 net_failover prints that it took or let go of the primary, it moves the guest's MAC
-on the host bridge to the primary's TAP or to the standby's (``bridge fdb replace``)
-— on the host, at once, as a NIC's PF reacts to its VF driver's word, with no round
-trip to the controller — and then reports one JSON line on stdout::
+on the host bridge to the primary's TAP or to the standby's (``bridge fdb replace``),
+on the host and at once, as a NIC's PF reacts to its VF driver, with no round trip
+to the controller. Then it reports one JSON line on stdout::
 
     {"event": "primary-registered", "netdev": "eth2", "t": 1733.2,
      "steered": "primary", "steer_ms": 1.7}
 
 ``t`` is when the line was read (this host's clock); ``steer_ms`` how long the move
 took after it; ``steer_error`` says why it failed. With steering off it only reports.
-A line ``on`` or ``off`` on stdin turns steering on or off; it is answered with
-``{"steering": true|false, "t": ...}``. It says ``relay: connected`` on stderr once it
-is connected to the socket, and ends when stdin ends (the SSH channel closed) or the
-socket does (QEMU gone).
+
+It is the only writer of the guest's entry while it runs, so moves never cross. The
+controller asks it, one line on stdin each, answered with the same ``seq``:
+
+* ``on SEQ`` / ``off SEQ``: steering on or off. Turned on, it moves the MAC to where
+  the last word it heard puts it.
+* ``steer primary|standby SEQ``: the controller saw the guest change without a word
+  (it asked the guest's console, or QEMU said so). The last word heard, if any, is
+  newer than any such look and wins; else the MAC goes where asked. The answer says
+  where the MAC is and since when (``t``).
+
+It says ``relay: connected`` on stderr once it is connected to the socket, and ends
+when stdin ends (the SSH channel closed) or the socket does (QEMU gone). ``MAC`` ``-``:
+a guest without a primary, whose words are only reported.
 
 Usage: python3 steering_watch.py SOCKET MAC STANDBY_TAP PRIMARY_TAP on|off
 """
@@ -39,22 +49,58 @@ def say(**what: object) -> None:
     os.write(1, (json.dumps(what) + "\n").encode())
 
 
-def steer(mac: str, tap: str) -> str:
-    """Move ``mac`` to ``tap`` (a static entry); what went wrong, or ''."""
-    done = subprocess.run(
-        ["bridge", "fdb", "replace", mac, "dev", tap, "master", "static"],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode == 0:
-        return ""
-    said = done.stderr.decode(errors="replace").strip()
-    return f"bridge fdb replace {mac} dev {tap}: exit {done.returncode}: {said}"
+class Steering:
+    """Where the guest's MAC is on the bridge, and moving it."""
+
+    def __init__(self, mac: str, taps: dict[str, str], on: bool) -> None:
+        self.mac, self.taps, self.on = mac, taps, on and mac != "-"
+        self.at: str | None = None  # where this program last put it (None: not yet)
+        self.since = 0.0  # when it got there
+        self.word: str | None = None  # where the kernel's last word puts it
+
+    def move(self, to: str) -> dict[str, object]:
+        """Move the MAC to ``to`` (if it is not there already); what happened."""
+        if self.at == to:
+            return {"steered": to, "steer_ms": 0.0}
+        started = time.time()
+        error = ""
+        command = ["bridge", "fdb", "replace", self.mac, "dev", self.taps[to], "master", "static"]
+        try:
+            done = subprocess.run(command, capture_output=True, check=False)
+        except OSError as err:
+            error = f"{' '.join(command)}: {err}"
+        else:
+            if done.returncode:
+                said = done.stderr.decode(errors="replace").strip()
+                error = f"{' '.join(command)}: exit {done.returncode}: {said}"
+        if error:
+            self.at = None  # unknown now
+            return {"steered": to, "steer_ms": round((time.time() - started) * 1000, 3),
+                    "steer_error": error}  # fmt: skip
+        self.at, self.since = to, time.time()
+        return {"steered": to, "steer_ms": round((self.since - started) * 1000, 3)}
+
+    def heard(self, change: str) -> dict[str, object]:
+        self.word = "primary" if change == "registered" else "standby"
+        return self.move(self.word) if self.on else {}
+
+    def asked(self, request: list[str]) -> dict[str, object]:
+        """A controller's request (``on``, ``off``, ``steer TO``); the answer's fields."""
+        if request[0] in ("on", "off"):
+            self.on = request[0] == "on" and self.mac != "-"
+            moved = self.move(self.word) if self.on and self.word else {}
+            return {"steering": self.on, **moved}
+        if request[0] == "steer" and len(request) == 2 and request[1] in self.taps:
+            if not self.on:
+                return {"steered": None}
+            moved = self.move(self.word or request[1])
+            return {**moved, "t": self.since} if "steer_error" not in moved else moved
+        return {"error": f"unknown request {' '.join(request)!r}"}
 
 
 def main() -> int:
     path, mac, standby, primary, steering_word = sys.argv[1:6]
-    steering = steering_word == "on"
+    steering = Steering(mac, {"standby": standby, "primary": primary}, steering_word == "on")
     port = socket.socket(socket.AF_UNIX)
     try:
         port.connect(path)
@@ -75,22 +121,11 @@ def main() -> int:
             pending = pending[-4096:]  # a line never grows without bound
             for line in lines:
                 found = WORD.search(line)
-                if found is None:
-                    continue
-                change = found.group(2).decode()
-                said: dict[str, object] = {
-                    "event": f"primary-{change}",
-                    "netdev": found.group(1).decode(errors="replace"),
-                    "t": t,
-                }
-                if steering:
-                    to = "primary" if change == "registered" else "standby"
-                    error = steer(mac, primary if to == "primary" else standby)
-                    said["steered"] = to
-                    said["steer_ms"] = round((time.time() - t) * 1000, 3)
-                    if error:
-                        said["steer_error"] = error
-                say(**said)
+                if found is not None:
+                    change = found.group(2).decode()
+                    netdev = found.group(1).decode(errors="replace")
+                    moved = steering.heard(change)
+                    say(event=f"primary-{change}", netdev=netdev, t=t, **moved)
         if 0 in ready:
             data = os.read(0, 4096)
             if not data:
@@ -98,8 +133,11 @@ def main() -> int:
             control += data
             *lines, control = control.split(b"\n")
             for line in lines:
-                steering = line.strip() == b"on"
-                say(steering=steering, t=time.time())
+                words = line.decode(errors="replace").split()
+                if len(words) < 2:
+                    continue
+                answer = {"t": time.time(), **steering.asked(words[:-1])}
+                say(seq=words[-1], **answer)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from bench.qemu.kernel_log import STEERING_SET, KernelLogReader, primary_event
+from bench.qemu.kernel_log import WATCHER_ANSWER, KernelLogReader, primary_event
 
 REGISTERED = b"[   12.5] net_failover virtio0 eth0: failover primary slave:eth2 registered"
 UNREGISTERED = b"net_failover virtio0 eth0: failover primary slave:eth2 unregistered\r"
@@ -27,9 +27,9 @@ def test_primary_lines_become_events_and_others_do_not() -> None:
 
 def test_the_reader_hands_on_watcher_reports_split_across_reads_in_order() -> None:
     """The host watcher's JSON lines, cut in pieces: each primary report becomes an event
-    with the watcher's stamp and its steering details, an answer to "steering on|off"
-    becomes ``steering-set``, anything else is skipped; stamps of one read keep their
-    order; the reader notices the stream ending."""
+    with the watcher's stamp and its steering details, an answer to a request becomes
+    ``watcher-answer`` with its seq, anything else is skipped (a shell's noise before a
+    line too); stamps of one read keep their order; the reader notices the stream ending."""
     ours, theirs = socket.socketpair()
     seen: list[tuple[str, dict[str, Any], float]] = []
     got_three = threading.Event()
@@ -43,22 +43,23 @@ def test_the_reader_hands_on_watcher_reports_split_across_reads_in_order() -> No
     reports = [
         {"event": "primary-unregistered", "netdev": "eth2", "t": t, "steered": "standby",
          "steer_ms": 1.5},
-        {"steering": False, "t": t},
+        {"seq": "4", "steering": False, "t": t},
         {"event": "primary-registered", "netdev": "eth2", "t": t},
     ]  # fmt: skip
     reader = KernelLogReader(ours, "vm1", sink)  # type: ignore[arg-type]
     try:
-        stream = b"relay noise\n" + b"".join(json.dumps(r).encode() + b"\n" for r in reports)
+        lines = [json.dumps(r).encode() + b"\n" for r in reports]
+        stream = b"relay noise\n" + b"motd: hi " + b"".join(lines) + b"[1, 2]\n"
         for at in range(0, len(stream), 7):  # a channel delivers in pieces
             theirs.sendall(stream[at : at + 7])
         assert got_three.wait(5.0), seen
         assert [name for name, _, _ in seen] == [
             "primary-unregistered",
-            STEERING_SET,
+            WATCHER_ANSWER,
             "primary-registered",
         ]
         assert seen[0][1] == {"netdev": "eth2", "steered": "standby", "steer_ms": 1.5}
-        assert seen[1][1] == {"on": False}
+        assert seen[1][1] == {"seq": "4", "steering": False}
         assert seen[2][1] == {"netdev": "eth2"}
         assert seen[0][2] == t and seen[0][2] < seen[1][2] < seen[2][2]
         theirs.close()

@@ -3,8 +3,10 @@ it (:func:`~bench.qemu.kernel_log.watch_command`) in a network namespace of its 
 real bridge and two TAPs: the guest kernel's serial port is a Unix socket this test serves.
 
 Checked: each net_failover line moves the guest's MAC to the right TAP before it is
-reported; steering off only reports; a failed move is reported with the command and its
-exit status; the watcher ends when the controller's channel or the serial port does."""
+reported; steering off only reports, and on again moves to where the last word puts it;
+the controller's own requests go where asked until a word was heard, which then wins; a
+failed move is reported with the command and its exit status; the watcher ends when the
+controller's channel or the serial port does."""
 
 from __future__ import annotations
 
@@ -109,10 +111,14 @@ class Watcher:
         said: dict[str, Any] = json.loads(line)
         return said
 
-    def control(self, line: bytes) -> None:
+    def ask(self, request: str, seq: int) -> dict[str, Any]:
+        """Send ``request`` with ``seq``; its answer (the next report: nothing else is due)."""
         assert self.process.stdin is not None
-        self.process.stdin.write(line)
+        self.process.stdin.write(f"{request} {seq}\n".encode())
         self.process.stdin.flush()
+        said = self.report()
+        assert said["seq"] == str(seq), said
+        return said
 
     def close(self) -> None:
         self.serial.close()
@@ -156,24 +162,45 @@ def test_the_watcher_steers_at_the_kernels_word_then_reports(
     assert _port_of(bridge_ns) == STANDBY
 
 
-def test_with_steering_off_it_reports_and_leaves_the_bridge_alone(
+def test_with_steering_off_it_reports_and_on_again_it_follows_the_last_word(
     watcher: Watcher, bridge_ns: str
 ) -> None:
-    """Steps: turn steering off, the kernel says registered; turn it on, the kernel says
-    registered again. Verify: each switch is answered; off, the report has no ``steered``
-    and the MAC stays on the standby; on again, it moves."""
-    watcher.control(b"off\n")
-    assert watcher.report()["steering"] is False
+    """Steps: turn steering off, the kernel says registered; turn it on. Verify: each
+    request is answered with its seq; off, the report has no ``steered``, the MAC stays on
+    the standby and a steer request is refused (``steered`` null); turned on, the MAC goes
+    where the last word puts it (the primary)."""
+    assert watcher.ask("off", 1)["steering"] is False
     watcher.serial.sendall(REGISTERED)
     said = watcher.report()
     assert said["event"] == "primary-registered" and "steered" not in said, said
     assert _port_of(bridge_ns) == STANDBY
+    assert watcher.ask("steer primary", 2)["steered"] is None
+    assert _port_of(bridge_ns) == STANDBY
 
-    watcher.control(b"on\n")
-    assert watcher.report()["steering"] is True
-    watcher.serial.sendall(REGISTERED)
-    assert watcher.report()["steered"] == "primary"
+    said = watcher.ask("on", 3)
+    assert said["steering"] is True and said["steered"] == "primary", said
     assert _port_of(bridge_ns) == PRIMARY
+
+
+def test_a_request_goes_where_asked_until_a_word_was_heard_which_then_wins(
+    watcher: Watcher, bridge_ns: str
+) -> None:
+    """Steps: ask for the primary before any word; the kernel says unregistered; ask for the
+    primary again (a stale look of the controller's); send nonsense. Verify: the first
+    request moves the MAC and says since when; after the word the MAC stays on the standby
+    and the answer says so, with the word's move time; nonsense gets an error answer."""
+    before = time.time()
+    said = watcher.ask("steer primary", 7)
+    assert said["steered"] == "primary" and before <= said["t"] <= time.time(), said
+    assert _port_of(bridge_ns) == PRIMARY
+
+    watcher.serial.sendall(UNREGISTERED)
+    word = watcher.report()
+    assert word["steered"] == "standby", word
+    said = watcher.ask("steer primary", 8)
+    assert said["steered"] == "standby" and said["t"] >= word["t"], said
+    assert _port_of(bridge_ns) == STANDBY
+    assert "unknown request" in watcher.ask("sideways now", 9)["error"]
 
 
 def test_a_failed_move_is_reported_with_the_command_and_its_exit_status(
