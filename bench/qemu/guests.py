@@ -150,7 +150,8 @@ class QemuGuests:
 
     def boot(self, instance: Instance, incoming: str | None = None) -> Instance:
         """Make the instance's TAPs, start its QEMU (journalled at once); steered to the
-        standby until the guest has a primary. Returns the instance with its PID."""
+        standby until the guest has a primary (with the guest's steering on). Returns the
+        instance with its PID."""
         if not (self.image_dir / "initrd.img").is_file():
             raise LabError(
                 f"no QEMU failover guest image in {self.image_dir}: run `make qemu-failover-image`"
@@ -158,7 +159,8 @@ class QemuGuests:
         host = self.lab.host(instance.host)
         vm = instance.vm
         host_net.make_taps(host, instance.taps, vm.mtu)
-        host_net.steer(host, vm.mac, vm.standby_tap, instance.taps)
+        if self.steering(instance.guest):
+            host_net.steer(host, vm.mac, vm.standby_tap, instance.taps)
         accel = self.accelerator()
         argv = qemu_arguments(vm, self.image_dir, instance.files, accel, incoming)
         try:
@@ -170,8 +172,11 @@ class QemuGuests:
         self.lab.state.record(Resource("process", started.journal_name, pid, start_ticks(pid)))
         return started
 
-    def place(self, instance: Instance, steering: bool = True) -> None:
-        """Make ``instance`` the guest's current one (journalled)."""
+    def place(self, instance: Instance, steering: bool | None = None) -> None:
+        """Make ``instance`` the guest's current one (journalled); ``steering``: on or off
+        (None: as the guest had it, on at first)."""
+        if steering is None:
+            steering = self.steering(instance.guest)
         nic = primary_nic(self.lab.topology, instance.guest, instance.host)
         self.lab.state.placement[instance.guest] = {
             "host": instance.host,
