@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import shlex
 import threading
 from collections.abc import Callable
@@ -50,8 +49,6 @@ PRIMARY_EVENTS = frozenset({"primary-registered", "primary-unregistered"})
 #: The watcher's answer to a request of the controller's (not a step of the guest's: kept
 #: off its log); its details carry the request's ``seq``.
 WATCHER_ANSWER = "watcher-answer"
-
-_PRIMARY = re.compile(rb"failover primary slave:(\S+) (registered|unregistered)")
 
 
 def kernel_log_socket(work_dir: Path, name: str) -> Path:
@@ -83,7 +80,7 @@ def watch_command(
 
 def primary_event(line: bytes) -> tuple[str, dict[str, Any]] | None:
     """The event a kernel line tells of (``primary-registered``/``-unregistered``), if any."""
-    found = _PRIMARY.search(line)
+    found = steering_watch.WORD.search(line)
     if found is None:
         return None
     netdev, change = found.group(1).decode(errors="replace"), found.group(2).decode()

@@ -143,11 +143,6 @@ class QemuMonitor:
     def _from_kernel(self, name: str, details: dict[str, Any], t: float) -> None:
         self._add(HypervisorEvent(t, self.host_name, name, details), log=name != WATCHER_ANSWER)
 
-    @property
-    def steers(self) -> bool:
-        """Whether the host's watcher steers on the kernel's word (while it is heard)."""
-        return self._steering is not None and self.hears_kernel
-
     def _ask(self, request: str, timeout: float = 5.0) -> HypervisorEvent | None:
         """The watcher's answer to ``request``; None if no watcher steers here (none, or
         it has ended); LabError if it does not answer in time."""
