@@ -11,7 +11,9 @@ Completions go to separate completion queues (CQs). A CQE's owner bit is the
 generation of the pass over the CQ ring that wrote it (it flips on every
 wrap), so the driver knows a fresh entry from a stale one without any index
 register; the driver returns CQ space through the TX_CQ_CI / RX_CQ_CI
-registers, and the device stops completing when a CQ is full. Before a ring
+registers, and the device stops completing when a CQ is full. The device
+writes a CQE's body first, with the slot's old owner bit, and flips the owner
+bit last: the driver may read the entry the moment the bit flips. Before a ring
 starts (or resumes at the device's head), the driver sets every CQE's owner
 bit to the opposite of what the device writes next there: CQ memory is the
 driver's, and may hold zeros or an earlier user's entries.
