@@ -384,7 +384,10 @@ class Nic:
             "vports": sorted(self.vports),
             "vectors_free": self.vector_pool,
             "drops": dict(
-                self.drops, wire_tx_errors=self.wire.tx_errors, pf_tx_errors=self.pf.tx_errors
+                self.drops,
+                wire_tx_errors=self.wire.tx_errors,
+                wire_rx_ring_full=self.wire.ring_drops(),
+                pf_tx_errors=self.pf.tx_errors,
             ),
             "csr_port": self.csr.port if self.csr is not None else None,
         }

@@ -51,13 +51,42 @@ def flow(result: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
-def assert_exact(stats: dict[str, Any], what: str) -> None:
+def assert_exact(stats: dict[str, Any], what: str, rig: Rig | None = None, guest: int = 1) -> None:
+    """Every frame once, in order; on a failure with ``rig``, the message carries the data
+    path's own account of guest ``guest`` (a rare loss must name where it happened)."""
     seen = (stats["received"], stats["duplicates"], stats["reordered"], stats["corrupt"])
-    assert seen == (stats["sent"], 0, 0, 0), (
+    if seen == (stats["sent"], 0, 0, 0):
+        return
+    account = f"\n{data_path_account(rig, guest)}" if rig is not None else ""
+    raise AssertionError(
         f"{what}: sent {stats['sent']}, got {stats['received']} ({stats['duplicates']} dup, "
         f"{stats['reordered']} reordered, {stats['corrupt']} corrupt); "
-        f"missing {stats['missing'][:5]}"
+        f"missing {stats['missing'][:5]}{account}"
     )
+
+
+def data_path_account(rig: Rig, n: int) -> str:
+    """What the shell, the vmxnet3 device and the NIC of guest ``n`` say about it now."""
+    lines = []
+    for part, ask in (
+        ("shell", lambda: shell_status(rig, n)),
+        ("device", lambda: rig.status(n)),
+        ("nic", lambda: nic_account(rig, f"vm{n}")),
+    ):
+        try:
+            lines.append(f"{part}: {json.dumps(ask(), sort_keys=True)}")
+        except Exception as err:  # a process that is gone says so
+            lines.append(f"{part}: not answering ({type(err).__name__}: {err})")
+    return "\n".join(lines)
+
+
+def nic_account(rig: Rig, owner: str) -> dict[str, Any]:
+    with rig.nic() as nic:
+        status = nic.call("STATUS")
+    return {
+        "drops": status["drops"],
+        "vfs": [vf for vf in status["vfs"] if vf["owner"] == owner or vf.get("fault")],
+    }
 
 
 def netdev(rig: Rig, n: int = 1) -> dict[str, Any]:
@@ -113,7 +142,9 @@ def test_passthrough_carries_sequenced_traffic_both_ways_exactly(make_rig: Any, 
     status = rig.wait_mode("passthrough")
     assert status["plugin"] == model.split("-", maxsplit=1)[0]
     for src, dst in (("t", "g1"), ("g1", "t")):
-        assert_exact(flow(one_way(rig, src, dst, seconds=1.0, pps=5000)), f"{model} {src}->{dst}")
+        assert_exact(
+            flow(one_way(rig, src, dst, seconds=1.0, pps=5000)), f"{model} {src}->{dst}", rig
+        )
     counters = shell_status(rig)["counters"]
     assert counters["emu_rx_packets"] == 0 and counters["emu_tx_packets"] == 0, counters
     with rig.nic() as nic:
@@ -147,7 +178,7 @@ def test_planned_switches_under_traffic_lose_nothing_and_keep_the_netdev(
     for thread in threads:
         thread.join()
     for name, result in results.items():
-        assert_exact(flow(result), f"{model} {name} across 6 switches")
+        assert_exact(flow(result), f"{model} {name} across 6 switches", rig)
     assert netdev(rig) == before, "the guest's netdev, MAC or IP changed"
     status = shell_status(rig)
     assert status["buffers"]["balanced"] == 1 and status["buffers"]["vf-tx"] == 0, status["buffers"]
@@ -173,12 +204,12 @@ def test_surprise_removal_keeps_the_guest_reachable_and_the_vf_comes_back(make_r
         )
         assert stats["duplicates"] == 0
     assert_exact(
-        flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "in emulation after the removal"
+        flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "in emulation after the removal", rig
     )
     with rig.nic() as nic:
         nic.call("VF_RESTORE", vf=vf)
     rig.wait_mode("passthrough")
-    assert_exact(flow(one_way(rig, "g1", "t", seconds=0.5, pps=2000)), "back in passthrough")
+    assert_exact(flow(one_way(rig, "g1", "t", seconds=0.5, pps=2000)), "back in passthrough", rig)
 
 
 @pytest.mark.parametrize(
@@ -232,11 +263,11 @@ def test_misbehaving_plugin_is_quarantined_without_touching_the_other_guest(
     for thread in threads:
         thread.join()
     for name, result in results.items():
-        assert_exact(flow(result), f"guest 2 ({name}) while guest 1's plugin broke")
+        assert_exact(flow(result), f"guest 2 ({name}) while guest 1's plugin broke", rig, 2)
     assert rig.status(2)["mode"] == "passthrough" and rig.status(2)["vf"] == vf2
     replies = int(pinger.stdout.split(" received")[0].rsplit(" ", 1)[-1])
     assert replies >= 10, f"guest 1 must stay reachable through the fault:\n{pinger.stdout}"
-    assert_exact(flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "guest 1 in emulation")
+    assert_exact(flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "guest 1 in emulation", rig)
     assert shell_status(rig, 1)["buffers"]["balanced"] == 1
 
 
@@ -273,4 +304,4 @@ def test_fpga_nic_is_driven_over_csr_and_its_guest_survives_a_power_cycle(make_r
     assert csr() == [0x4E504147, 0b11, 2], (
         "the board answers at the same CSR address after power-on"
     )
-    assert_exact(flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "back in passthrough")
+    assert_exact(flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "back in passthrough", rig)
