@@ -187,12 +187,18 @@ class Nic:
 
         Without link nothing can be finished: the posted frames stay uncompleted in
         the ring, and the driver sends them another way (the shell, over emulation).
+        Nor can what the driver left no completion room for, or the rest of a frame it
+        posted only part of: the device finishes what it can and stops, whatever the
+        driver did.
         """
         if vf.state == "active" and vf.engine is not None and self.link_up:
             try:
                 for queue in range(vf.engine.queues):
-                    while vf.engine.pending_tx(queue):
-                        self._transmit(vf, vf.engine.poll_tx(queue, TX_BUDGET), queue)
+                    while vf.engine.tx_ready(queue):
+                        frames = vf.engine.poll_tx(queue, TX_BUDGET)
+                        if not frames:
+                            break
+                        self._transmit(vf, frames, queue)
             except DeviceFault as fault:
                 self.quarantine(vf, fault)
         self._deactivate(vf)
@@ -303,7 +309,7 @@ class Nic:
                 continue
             for queue in range(engine.queues):
                 try:
-                    if not engine.pending_tx(queue):
+                    if not engine.tx_ready(queue):
                         continue
                     if not looked:  # once per round, and only with frames to send
                         looked = True
@@ -339,7 +345,7 @@ class Nic:
             if engine is None or vf.index in self.paused:
                 continue
             try:
-                if any(engine.pending_tx(q) for q in range(engine.queues)):
+                if any(engine.tx_ready(q) for q in range(engine.queues)):
                     return 0.0
             except DeviceFault as fault:
                 self.quarantine(vf, fault)

@@ -74,6 +74,8 @@ class AlphaEngine(QueueEngine):
             chain.clear()
             parts.clear()
             self.tx_next[queue] = head
+        if chain and not pending:  # the tail ends inside a frame: wait for its EOP
+            self.tx_waiting[queue] = self.regs[w.qreg(queue, w.TX_TAIL)]
         self.regs[w.qreg(queue, w.TX_HEAD)] = self.tx_next[queue]
         return frames
 

@@ -54,6 +54,9 @@ class BetaEngine(QueueEngine):
         consumed = self.regs[w.qreg(queue, ci_register)]
         return ((produced - consumed) & w.INDEX_MASK) < self.size
 
+    def tx_ready(self, queue: int) -> bool:
+        return super().tx_ready(queue) and self._cq_room(queue, w.TX_CQ_CI, self.tx_next[queue])
+
     def poll_tx(self, queue: int, budget: int) -> list[bytes]:
         pending = self.pending_tx(queue)
         if not pending:

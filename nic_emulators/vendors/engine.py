@@ -42,6 +42,9 @@ class QueueEngine(ABC):
         self.size = size
         self.tx_next = [0] * queues
         self.rx_next = [0] * queues
+        #: Per TX queue, the tail at which ``poll_tx`` last found only part of a frame
+        #: posted (-1: none): nothing can go until the driver posts more.
+        self.tx_waiting = [-1] * queues
 
     def pending_tx(self, queue: int) -> int:
         """Descriptors posted and not yet taken; DeviceFault if the tail is beyond the ring."""
@@ -54,6 +57,16 @@ class QueueEngine(ABC):
                 f"the ring has {self.size}",
             )
         return pending
+
+    def tx_ready(self, queue: int) -> bool:
+        """Whether ``poll_tx`` can take a frame now: one is posted (and, on a vendor with
+        completion queues, there is room to complete it). A driver that stops returning
+        completion space stalls only its own queue: the device waits, as hardware does,
+        instead of spinning on it or, in VF_QUIESCE, waiting for it forever."""
+        return (
+            self.pending_tx(queue) > 0
+            and self.regs[w.qreg(queue, w.TX_TAIL)] != self.tx_waiting[queue]
+        )
 
     def posted_rx(self, queue: int) -> int:
         posted = (self.regs[w.qreg(queue, w.RX_TAIL)] - self.rx_next[queue]) & w.INDEX_MASK

@@ -305,3 +305,63 @@ def test_fpga_nic_is_driven_over_csr_and_its_guest_survives_a_power_cycle(make_r
         "the board answers at the same CSR address after power-on"
     )
     assert_exact(flow(one_way(rig, "t", "g1", seconds=0.5, pps=2000)), "back in passthrough", rig)
+
+
+@pytest.mark.parametrize(
+    ("model", "misdeed"),
+    [("beta-25g", "no completion room"), ("alpha-10g", "part of a frame")],
+)
+def test_a_driver_that_stops_its_tx_ring_stalls_only_that_ring(
+    make_rig: Any, model: str, misdeed: str
+) -> None:
+    """A driver posts a frame the device cannot finish — beta: it never gave back
+    completion space; alpha: the tail ends inside a frame, before its EOP descriptor. The
+    device must wait on that ring as hardware does: not spin on it (the NIC's CPU stays
+    idle), and VF_QUIESCE must still answer (it finishes what it can, then stops)."""
+    from nic_emulators.shm import SharedRegion
+    from nic_emulators.vendors import alpha_layout, beta_layout
+    from nic_emulators.vendors import window as w
+
+    rig = make_rig(model=model)
+    vf = rig.wait_mode("passthrough")["vf"]
+    ns = rig.ns("g1")
+    subprocess.run(  # a quiet guest: nothing of its own reaches the ring meanwhile
+        ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
+        check=True,
+    )
+    with rig.shell() as shell:
+        shell.call("plugin-fault", fault="no-complete")  # the shell lets go of the ring
+    with rig.nic() as nic:
+        region_name = nic.call("VF_GET_INFO", vf=vf)["region"]
+    region = SharedRegion.open(region_name)
+    regs = region.view[: w.WINDOW_BYTES].cast("I")
+    rings = region.view[w.WINDOW_BYTES :]
+    try:
+        size = regs[w.RING_SIZE]
+        head = regs[w.qreg(0, w.TX_HEAD)]
+        if model.startswith("beta"):
+            slot = beta_layout.tx_wq_offset(0, size) + (head % size) * beta_layout.TX_WQE.size
+            beta_layout.TX_WQE.pack_into(rings, slot, 0, 64, 0, 0, head)
+            regs[w.qreg(0, w.TX_CQ_CI)] = (head - size) & 0xFFFFFFFF  # the CQ is full
+        else:
+            slot = alpha_layout.tx_ring_offset(0, size) + (head % size) * 16
+            alpha_layout.TX_DESC.pack_into(rings, slot, 0x10000, 64, 0, 0, 0, 0)  # no EOP
+        regs[w.qreg(0, w.TX_TAIL)] = (head + 1) & 0xFFFFFFFF
+        with rig.nic() as nic:
+            nic.call("STATUS")  # the NIC has looked at the ring since
+        before = rig.cpu_by_process()["nic"]
+        time.sleep(1.0)  # a measuring window, not a wait for a condition
+        spent = rig.cpu_by_process()["nic"] - before
+        assert spent < 0.3, (
+            f"the NIC spun on a ring it cannot serve ({misdeed}): {spent:.2f} s CPU in 1 s"
+        )
+        with rig.nic() as nic:
+            nic.timeout = 5.0
+            nic.call("VF_QUIESCE", vf=vf)
+            (state,) = [v["state"] for v in nic.call("STATUS")["vfs"] if v["vf"] == vf]
+        assert state == "quiesced", state
+        assert regs[w.qreg(0, w.TX_HEAD)] == head, "the device took a frame it could not finish"
+    finally:
+        regs.release()
+        rings.release()
+        region.close()
