@@ -203,7 +203,11 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
                 answer = self._detach(lost=False)
             elif event == "vf-lost":
                 self.errors.append(f"VF lost: {message.get('reason')}")
-                answer = self._detach(lost=True, drained=bool(message.get("drained")))
+                answer = self._detach(
+                    lost=True,
+                    drained=bool(message.get("drained")),
+                    left=int(message.get("left") or 0),
+                )
             else:
                 return
         except Exception as err:  # answer the device whatever happens, or it waits for nothing

@@ -63,13 +63,12 @@ class PassthroughPath(ShellState):
         )
         return {"ok": True, "plugin": info["plugin"], "features": sorted(attachment.features)}
 
-    def _detach(self, lost: bool, drained: bool = False) -> dict[str, Any]:
+    def _detach(self, lost: bool, drained: bool = False, left: int = 0) -> dict[str, Any]:
         vf = self.vf
         if vf is None:
             self.tx_path = "emu"
             self._transmit()
             return {"ok": True, "note": "no VF attached"}
-        unreported = 0
         if not lost:
             # what emulation received before the VF took over goes first: up to the fence
             while self.emu.fences < self.fence_target and self.emu.poll_rx(self._from_emu):
@@ -88,18 +87,30 @@ class PassthroughPath(ShellState):
             for frames in vf.outstanding:
                 frames.clear()
             self.pending.extendleft(reversed(resend))
-        elif drained:  # quiesced before it was dropped: what was posted went out
-            unreported = vf.in_flight()
+            outcome = {"resent": unreported}
+        elif drained:  # quiesced before it was dropped: what was posted went out,
+            unreported = vf.in_flight()  # but for the last ``left``: those go over emulation
+            went = max(unreported - left, 0)
+            outcome = {"sent": went, "resent": unreported - went}
+            resend = []
             for frames in vf.outstanding:
                 while frames:
-                    self._sent(frames.popleft(), "vf")
+                    item = frames.popleft()
+                    if went > 0:
+                        self._sent(item, "vf")
+                        went -= 1
+                    else:
+                        resend.append((self.memory.buffers[item[0]], item[1]))
+                        self.memory.move(item[0], "vf-tx", "pending")
+            self.pending.extendleft(reversed(resend))
         else:
             unreported = vf.in_flight()
             self.counters["tx_dropped"] += unreported
+            outcome = {"dropped": unreported}
         self._drop_vf()
         self.tx_path = "emu"
         self._transmit()
-        return {"ok": True, "resent" if not lost else "dropped": unreported}
+        return {"ok": True, **outcome}
 
     def _drop_vf(self) -> None:
         vf, self.vf = self.vf, None

@@ -205,6 +205,17 @@ class Nic:
         if vf.state != "quarantined":
             vf.quiesce()
 
+    def left_posted(self, vf: VirtualFunction) -> int:
+        """TX descriptors the driver posted that the device did not take (after a quiesce:
+        frames that did not go out, oldest last in the driver's order)."""
+        engine = vf.engine
+        if engine is None:
+            return 0
+        try:
+            return sum(engine.pending_tx(q) for q in range(engine.queues))
+        except DeviceFault:
+            return 0  # a tail beyond the ring: nothing of it was ever a frame
+
     def quarantine(self, vf: VirtualFunction, fault: DeviceFault) -> None:
         owner = vf.owner
         self._deactivate(vf)
@@ -340,7 +351,7 @@ class Nic:
                 vf.engine.regs[w.KICK_ARMED] = 1
         if not self.link_up:
             return IDLE_WAKE_S
-        for vf in self.active:
+        for vf in list(self.active):  # a fault found here takes the VF off ``active``
             engine = vf.engine
             if engine is None or vf.index in self.paused:
                 continue

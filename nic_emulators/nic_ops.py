@@ -260,7 +260,7 @@ class NicOperations:
         vf = self.vf(args, "VF_QUIESCE")
         vf.need("VF_QUIESCE", "active", "ready", "quiesced")
         self.nic.quiesce(vf)
-        return {"vf": vf.index, "state": vf.state}
+        return {"vf": vf.index, "state": vf.state, "left": self.nic.left_posted(vf)}
 
     def save_state(self, args: Args) -> Args:
         vf = self.vf(args, "VF_SAVE_STATE")

@@ -74,9 +74,10 @@ class AlphaEngine(QueueEngine):
             chain.clear()
             parts.clear()
             self.tx_next[queue] = head
-        if chain and not pending:  # the tail ends inside a frame: wait for its EOP
-            self.tx_waiting[queue] = self.regs[w.qreg(queue, w.TX_TAIL)]
-        self.regs[w.qreg(queue, w.TX_HEAD)] = self.tx_next[queue]
+        # The tail (as read above: ``head`` reached it) ends inside a frame: nothing goes
+        # until the driver posts more. Outside a frame, nothing is waited for.
+        self.tx_waiting[queue] = head & w.INDEX_MASK if chain and not pending else -1
+        self.regs[w.qreg(queue, w.TX_HEAD)] = self.tx_next[queue] & w.INDEX_MASK
         return frames
 
     def release(self) -> None:

@@ -3,6 +3,9 @@
 A completion is written so that the driver, polling the owner bit from another
 process, never reads one half-written: the entry's body goes in first carrying
 the slot's old owner bit, and the owner bit flips last (``publish_cqe``).
+That order reaches the driver as written because x86 keeps stores in order
+(and the driver's loads) — Python has no barrier to offer; on a weaker memory
+model the device and the plugin would need one between body and owner bit.
 """
 
 from __future__ import annotations

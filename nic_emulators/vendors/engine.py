@@ -117,8 +117,8 @@ class QueueEngine(ABC):
         for q in range(self.queues):
             self.tx_next[q] = int(state.get("tx_next", [0] * self.queues)[q])
             self.rx_next[q] = int(state.get("rx_next", [0] * self.queues)[q])
-            self.regs[w.qreg(q, w.TX_HEAD)] = self.tx_next[q]
-            self.regs[w.qreg(q, w.RX_HEAD)] = self.rx_next[q]
+            self.regs[w.qreg(q, w.TX_HEAD)] = self.tx_next[q] & w.INDEX_MASK
+            self.regs[w.qreg(q, w.RX_HEAD)] = self.rx_next[q] & w.INDEX_MASK
 
     def queue_status(self) -> list[dict[str, int]]:
         """GET_QUEUE_STATUS: indices of every queue as the device sees them."""

@@ -286,13 +286,14 @@ class DeviceModel:
             self.vf, self.info, self.vf_quiesced = None, None, False
             self.on_event("vf-released", {"vf": vf})
 
-    def vf_lost(self, reason: str, release: bool, drained: bool = False) -> Sequence:
+    def vf_lost(self, reason: str, release: bool, drained: bool = False, left: int = 0) -> Sequence:
         """The VF is gone or broken: the shell drops it at once, no handshake; ``drained``:
-        it was quiesced first, so what the guest had posted did go out."""
+        it was quiesced first, so what the guest had posted did go out, but for the last
+        ``left`` frames, which the device could not take (they go over emulation)."""
         vf = self.vf
         self.mode, self.reason = "emulation", reason
         self.on_event("vf-lost", {"vf": vf, "reason": reason})
-        yield ("vf-lost", {"reason": reason, "drained": drained})
+        yield ("vf-lost", {"reason": reason, "drained": drained, "left": left})
         self.on_event("emulation-active", {"reason": reason})
         if release and vf is not None:
             try:

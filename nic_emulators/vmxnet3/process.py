@@ -165,10 +165,14 @@ class VmxProcess:
             if name == "runtime-error":
                 if device.mode == "passthrough" and device.vf is not None:
                     # The guest stopped calling its plugin: finish what it posted, then drop.
+                    drained, left = False, 0
                     with contextlib.suppress(ControlError):
-                        device.nic_op("VF_QUIESCE", vf=device.vf)
+                        left = int(device.nic_op("VF_QUIESCE", vf=device.vf).get("left", 0))
+                        drained = True
                     reason = f"runtime error: {event.get('reason')}"
-                    device.start("fallback", device.vf_lost(reason, release=True, drained=True))
+                    device.start(
+                        "fallback", device.vf_lost(reason, release=True, drained=drained, left=left)
+                    )
                 continue
             if name == "vf-error" and owner == self.config.guest and device.vf == event.get("vf"):
                 reason = f"runtime error: VF {event['vf']} quarantined ({event.get('code')})"

@@ -108,8 +108,45 @@ def test_nothing_reads_as_a_completion_before_the_device_writes_one(memory: str,
     assert services.received == [(1, 128)] and services.errors == []
 
 
+class RecordingRing:
+    """Ring memory that records every write made to it, in order (offset, bytes)."""
+
+    def __init__(self, size: int) -> None:
+        self.memory = bytearray(size)
+        self.writes: list[tuple[int, bytes]] = []
+
+    def __setitem__(self, where: int | slice, value: int | bytes) -> None:
+        if isinstance(where, slice):
+            assert isinstance(value, bytes | bytearray)
+            self.writes.append((where.start, bytes(value)))
+            self.memory[where] = value
+        else:
+            assert isinstance(value, int)
+            self.writes.append((where, bytes([value])))
+            self.memory[where] = value
+
+
+@pytest.mark.parametrize("index", [5, SIZE + 5])  # an odd pass (owner 1), an even one (owner 0)
+def test_a_completion_is_written_body_first_and_owned_last(index: int) -> None:
+    """The write order that makes a CQE safe to poll: while the body goes in, the owner
+    byte keeps the slot's old value; the flip to the new pass's owner is the last write."""
+    ring = RecordingRing(b.RX_CQE.size * SIZE)
+    offset, owner = (index % SIZE) * b.RX_CQE.size, b.owner_bit(index, SIZE)
+    ring.memory[offset + b.RX_CQE_OWNER_OFFSET] = owner ^ 1  # what the slot holds now
+    entry = b.RX_CQE.pack(7, 128, 0, 0, owner ^ 1, b.OPCODE_OK, 0)
+    publish_cqe(ring, offset, entry, b.RX_CQE_OWNER_OFFSET, owner)  # type: ignore[arg-type]
+    *body, last = ring.writes
+    assert last == (offset + b.RX_CQE_OWNER_OFFSET, bytes([owner])), ring.writes
+    for start, data in body:  # nothing before the flip shows the new owner
+        at = offset + b.RX_CQE_OWNER_OFFSET - start
+        assert not 0 <= at < len(data) or data[at] == owner ^ 1, ring.writes
+    assert b.RX_CQE.unpack_from(ring.memory, offset)[:2] == (7, 128)
+
+
 BASE, STRIDE, COUNT = 0x10000, 2048, 256
+#: The device delivers up to this many frames, for at most RACE_S seconds.
 FRAMES = 400_000
+RACE_S = 5.0
 
 
 @dataclass
@@ -146,7 +183,9 @@ class RecyclingServices:
 def test_the_driver_never_reads_a_completion_half_written() -> None:
     """The device engine delivers numbered frames as fast as buffers are posted, in a
     process of its own; the plugin polls the same shared CQ: every frame must come once,
-    in order, out of the buffer its completion names, and no completion may be bogus."""
+    in order, out of the buffer its completion names, and no completion may be bogus.
+    (A race: with the old write, 12 of 20 runs on 2 CPUs caught it; the write order
+    itself is pinned down by the test above.)"""
     region = mmap.mmap(-1, w.WINDOW_BYTES + b.rings_bytes(1, SIZE))  # shared across fork
     memory = mmap.mmap(-1, BASE + COUNT * STRIDE)
     window = w.RegisterWindow(memoryview(region), kick=lambda: None)
@@ -157,18 +196,23 @@ def test_the_driver_never_reads_a_completion_half_written() -> None:
     services = RecyclingServices(memoryview(memory))
     plugin = BetaPlugin(window, info, services)
     plugin.sw_init()
-    deadline = time.monotonic() + 60
+    stop_at = time.monotonic() + RACE_S
+    deadline = stop_at + 30  # the driver's: for what the device delivered
     pid = os.fork()
     if pid == 0:  # the device
         status = 1
         try:
             engine = BetaEngine(memoryview(region), memoryview(memory), 1, SIZE)
             number = 0
-            while number < FRAMES and time.monotonic() < deadline:
+            while number < FRAMES and time.monotonic() < stop_at:
                 frame = number.to_bytes(8, "little") + bytes(56)
                 if engine.deliver(0, frame) == DELIVERED:
                     number += 1
-            status = 0 if number == FRAMES else 2
+            status = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
         finally:
             os._exit(status)
     device_status = None
@@ -183,11 +227,13 @@ def test_the_driver_never_reads_a_completion_half_written() -> None:
             if done:
                 device_status = os.waitstatus_to_exitcode(status)
     finally:
-        if device_status is None:  # the device ends by the same deadline at the latest
+        if device_status is None:  # the device stops by ``stop_at`` whatever happens here
             device_status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     assert device_status == 0, f"the device process ended with {device_status}"
     assert services.errors == [], services.errors[:3]
-    assert services.numbers == list(range(FRAMES)), (
-        f"{len(services.numbers)} of {FRAMES} frames came; first gap after "
-        f"{next((i for i, n in enumerate(services.numbers) if n != i), None)}"
+    got = len(services.numbers)
+    assert got > 8 * SIZE, f"only {got} frames in {RACE_S} s: too few passes to mean anything"
+    assert services.numbers == list(range(got)), (
+        f"frames out of order or missing; first wrong at position "
+        f"{next((i for i, n in enumerate(services.numbers) if n != i), None)} of {got}"
     )

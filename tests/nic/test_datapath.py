@@ -348,7 +348,7 @@ def test_a_driver_that_stops_its_tx_ring_stalls_only_that_ring(
             alpha_layout.TX_DESC.pack_into(rings, slot, 0x10000, 64, 0, 0, 0, 0)  # no EOP
         regs[w.qreg(0, w.TX_TAIL)] = (head + 1) & 0xFFFFFFFF
         with rig.nic() as nic:
-            nic.call("STATUS")  # the NIC has looked at the ring since
+            nic.call("STATUS")  # the NIC is past its wait (its next pass sees the ring)
         before = rig.cpu_by_process()["nic"]
         time.sleep(1.0)  # a measuring window, not a wait for a condition
         spent = rig.cpu_by_process()["nic"] - before
@@ -357,9 +357,10 @@ def test_a_driver_that_stops_its_tx_ring_stalls_only_that_ring(
         )
         with rig.nic() as nic:
             nic.timeout = 5.0
-            nic.call("VF_QUIESCE", vf=vf)
+            quiesced = nic.call("VF_QUIESCE", vf=vf)
             (state,) = [v["state"] for v in nic.call("STATUS")["vfs"] if v["vf"] == vf]
         assert state == "quiesced", state
+        assert quiesced["left"] == 1, f"VF_QUIESCE must say what it could not send: {quiesced}"
         assert regs[w.qreg(0, w.TX_HEAD)] == head, "the device took a frame it could not finish"
     finally:
         regs.release()
