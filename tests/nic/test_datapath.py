@@ -366,3 +366,32 @@ def test_a_driver_that_stops_its_tx_ring_stalls_only_that_ring(
         regs.release()
         rings.release()
         region.close()
+
+
+def test_frames_the_device_could_not_take_go_out_over_emulation(make_rig: Any) -> None:
+    """The guest sends while its beta VF can complete nothing (the driver stopped returning
+    completion space): the shell's TX watchdog falls back, VF_QUIESCE says how many posted
+    frames the device did not take, and the shell sends exactly those over emulation —
+    every frame arrives once, in order; none is counted as sent that never went out."""
+    from nic_emulators.shm import SharedRegion
+    from nic_emulators.vendors import window as w
+
+    rig = make_rig(model="beta-25g")
+    vf = rig.wait_mode("passthrough")["vf"]
+    with rig.shell() as shell:
+        shell.call("plugin-fault", fault="no-complete")  # completion space stays where it is
+    with rig.nic() as nic:
+        region = SharedRegion.open(nic.call("VF_GET_INFO", vf=vf)["region"])
+    regs = region.view[: w.WINDOW_BYTES].cast("I")
+    try:  # and leaves the device none: everything posted from now on stays posted
+        regs[w.qreg(0, w.TX_CQ_CI)] = (regs[w.qreg(0, w.TX_HEAD)] - regs[w.RING_SIZE]) & 0xFFFFFFFF
+    finally:
+        regs.release()
+        region.close()
+    result = one_way(rig, "g1", "t", seconds=1.0, pps=2000)
+    assert_exact(flow(result), "guest->generator across the fallback", rig)
+    status = rig.wait_mode("emulation")
+    assert status["reason"].startswith("runtime error: TX timeout"), status
+    counters = shell_status(rig)["counters"]
+    assert counters["vf_tx_packets"] == 0 and counters["tx_dropped"] == 0, counters
+    assert counters["emu_tx_packets"] >= 2000, counters
