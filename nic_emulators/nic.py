@@ -320,7 +320,7 @@ class Nic:
                 continue
             for queue in range(engine.queues):
                 try:
-                    if not engine.tx_ready(queue):
+                    if not engine.pending_tx(queue):  # the cheap look, every pass
                         continue
                     if not looked:  # once per round, and only with frames to send
                         looked = True
