@@ -82,6 +82,7 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
         self.reload_next = False
         self.nic_fences = True
         self.vf_broken = False  # a runtime error: the plugin is not called until the VF is gone
+        self.broken_hold_until = 0.0  # ... and the guest's frames wait until then at most
         self.go_seq = 0
         self.rx_refill = True  # off: RX buffers are not given back to the VF (starvation tests)
         #: Frames longer than a small buffer need large ones (a TAP read never spans buffers).
@@ -188,7 +189,7 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
                 self.tx_path = "hold"
             elif event == "release-cancelled":
                 self.pending_hold = None
-                if self.vf is not None and self.tx_path == "hold":
+                if self.vf is not None and self.tx_path == "hold" and not self.vf_broken:
                     self.tx_path = "vf"
                     self._transmit()
             elif event == "freeze":
@@ -343,6 +344,13 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
                 seq, self.pending_hold = self.pending_hold[0], None
                 self.tx_path = "hold"
                 self._send_vmx("answer", seq=seq, ok=True)
+            if (
+                self.vf_broken
+                and self.tx_path == "hold"
+                and time.monotonic() >= self.broken_hold_until
+            ):  # the device never answered the runtime error: emulation, as things are
+                self.tx_path = "emu"
+                self._transmit()
             if self.frozen:  # stopped for stop-and-copy: only the device's steps are heard
                 timeout = IDLE_WAKE_S
             elif self._service():

@@ -27,6 +27,8 @@ from nic_emulators.vendors.engine import insert_vlan
 
 #: Longest wait for the emulation path's fence before VF receptions are taken anyway.
 FENCE_WAIT_S = 0.2
+#: After a runtime error, how long the guest's frames wait for the device's ``vf-lost``.
+BROKEN_HOLD_S = 1.0
 RX_BUDGET = 256
 
 
@@ -129,7 +131,11 @@ class PassthroughPath(ShellState):
         self.errors.append(reason)
         print(f"runtime error: {reason}", file=sys.stderr, flush=True)
         self.vf_broken = True
-        self.tx_path = "emu"
+        # Hold the guest's frames until the device has quiesced the VF and said which of
+        # the posted ones went out (``vf-lost``): those it left go first, then these, in
+        # order. A device that says nothing within BROKEN_HOLD_S gets them over emulation.
+        self.tx_path = "hold"
+        self.broken_hold_until = time.monotonic() + BROKEN_HOLD_S
         self._send_vmx("runtime-error", reason=reason)
 
     # -- shell services for the plugin ----------------------------------------

@@ -39,6 +39,7 @@ class ShellState:
     reload_next: bool
     nic_fences: bool
     vf_broken: bool
+    broken_hold_until: float
     fence_target: int
     fence_deadline: float
     errors: list[str]
