@@ -82,29 +82,10 @@ class PassthroughPath(ShellState):
                         pass
             # The device was quiesced: what it did not complete was not sent (a link
             # down, a paused queue): those frames go out over emulation, first and in order.
-            unreported = vf.in_flight()
-            resend = [(self.memory.buffers[b], n) for frames in vf.outstanding for b, n in frames]
-            for buffer, _ in resend:
-                self.memory.move(buffer.id, "vf-tx", "pending")
-            for frames in vf.outstanding:
-                frames.clear()
-            self.pending.extendleft(reversed(resend))
-            outcome = {"resent": unreported}
+            outcome = {"resent": self._settle_outstanding(vf, went=0)}
         elif drained:  # quiesced before it was dropped: what was posted went out,
-            unreported = vf.in_flight()  # but for the last ``left``: those go over emulation
-            went = max(unreported - left, 0)
-            outcome = {"sent": went, "resent": unreported - went}
-            resend = []
-            for frames in vf.outstanding:
-                while frames:
-                    item = frames.popleft()
-                    if went > 0:
-                        self._sent(item, "vf")
-                        went -= 1
-                    else:
-                        resend.append((self.memory.buffers[item[0]], item[1]))
-                        self.memory.move(item[0], "vf-tx", "pending")
-            self.pending.extendleft(reversed(resend))
+            went = max(vf.in_flight() - left, 0)  # but for the last ``left``
+            outcome = {"sent": went, "resent": self._settle_outstanding(vf, went)}
         else:
             unreported = vf.in_flight()
             self.counters["tx_dropped"] += unreported
@@ -113,6 +94,23 @@ class PassthroughPath(ShellState):
         self.tx_path = "emu"
         self._transmit()
         return {"ok": True, **outcome}
+
+    def _settle_outstanding(self, vf: VfAttachment, went: int) -> int:
+        """The VF's outstanding frames, oldest first: the first ``went`` count as sent,
+        the rest go back to the front of ``pending``, in order, for emulation. Returns
+        how many go back."""
+        resend = []
+        for frames in vf.outstanding:
+            while frames:
+                item = frames.popleft()
+                if went > 0:
+                    self._sent(item, "vf")
+                    went -= 1
+                else:
+                    resend.append((self.memory.buffers[item[0]], item[1]))
+                    self.memory.move(item[0], "vf-tx", "pending")
+        self.pending.extendleft(reversed(resend))
+        return len(resend)
 
     def _drop_vf(self) -> None:
         vf, self.vf = self.vf, None

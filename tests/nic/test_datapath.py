@@ -9,6 +9,7 @@ behaviour down where it is cheapest to look.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -20,6 +21,10 @@ from typing import Any
 import pytest
 
 from nic_emulators.config import lab_shm_files, nic_run_dir
+from nic_emulators.shm import SharedRegion
+from nic_emulators.vendors import alpha_layout, beta_layout
+from nic_emulators.vendors import window as w
+from nic_emulators.vendors.window import RegisterWindow
 from tests.labkit import REPO
 from tests.nic.rig import Rig, one_way
 from tests.traffic.netns import can_run
@@ -78,6 +83,20 @@ def data_path_account(rig: Rig, n: int) -> str:
         except Exception as err:  # a process that is gone says so
             lines.append(f"{part}: not answering ({type(err).__name__}: {err})")
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def rogue_window(rig: Rig, vf: int) -> Iterator[RegisterWindow]:
+    """VF ``vf``'s registers and rings, mapped as its driver maps them: the test writes
+    them as a driver that breaks the contract would."""
+    with rig.nic() as nic:
+        region = SharedRegion.open(nic.call("VF_GET_INFO", vf=vf)["region"])
+    window = RegisterWindow(region.view, kick=lambda: None)
+    try:
+        yield window
+    finally:
+        window.release()
+        region.close()
 
 
 def nic_account(rig: Rig, owner: str) -> dict[str, Any]:
@@ -318,10 +337,6 @@ def test_a_driver_that_stops_its_tx_ring_stalls_only_that_ring(
     completion space; alpha: the tail ends inside a frame, before its EOP descriptor. The
     device must wait on that ring as hardware does: not spin on it (the NIC's CPU stays
     idle), and VF_QUIESCE must still answer (it finishes what it can, then stops)."""
-    from nic_emulators.shm import SharedRegion
-    from nic_emulators.vendors import alpha_layout, beta_layout
-    from nic_emulators.vendors import window as w
-
     rig = make_rig(model=model)
     vf = rig.wait_mode("passthrough")["vf"]
     ns = rig.ns("g1")
@@ -331,12 +346,8 @@ def test_a_driver_that_stops_its_tx_ring_stalls_only_that_ring(
     )
     with rig.shell() as shell:
         shell.call("plugin-fault", fault="no-complete")  # the shell lets go of the ring
-    with rig.nic() as nic:
-        region_name = nic.call("VF_GET_INFO", vf=vf)["region"]
-    region = SharedRegion.open(region_name)
-    regs = region.view[: w.WINDOW_BYTES].cast("I")
-    rings = region.view[w.WINDOW_BYTES :]
-    try:
+    with rogue_window(rig, vf) as window:
+        regs, rings = window.regs, window.rings
         size = regs[w.RING_SIZE]
         head = regs[w.qreg(0, w.TX_HEAD)]
         if model.startswith("beta"):
@@ -362,10 +373,6 @@ def test_a_driver_that_stops_its_tx_ring_stalls_only_that_ring(
         assert state == "quiesced", state
         assert quiesced["left"] == 1, f"VF_QUIESCE must say what it could not send: {quiesced}"
         assert regs[w.qreg(0, w.TX_HEAD)] == head, "the device took a frame it could not finish"
-    finally:
-        regs.release()
-        rings.release()
-        region.close()
 
 
 def test_frames_the_device_could_not_take_go_out_over_emulation(make_rig: Any) -> None:
@@ -373,21 +380,13 @@ def test_frames_the_device_could_not_take_go_out_over_emulation(make_rig: Any) -
     completion space): the shell's TX watchdog falls back, VF_QUIESCE says how many posted
     frames the device did not take, and the shell sends exactly those over emulation —
     every frame arrives once, in order; none is counted as sent that never went out."""
-    from nic_emulators.shm import SharedRegion
-    from nic_emulators.vendors import window as w
-
     rig = make_rig(model="beta-25g")
     vf = rig.wait_mode("passthrough")["vf"]
     with rig.shell() as shell:
         shell.call("plugin-fault", fault="no-complete")  # completion space stays where it is
-    with rig.nic() as nic:
-        region = SharedRegion.open(nic.call("VF_GET_INFO", vf=vf)["region"])
-    regs = region.view[: w.WINDOW_BYTES].cast("I")
-    try:  # and leaves the device none: everything posted from now on stays posted
+    with rogue_window(rig, vf) as window:  # and leaves the device none: what is posted
+        regs = window.regs  # from now on stays posted
         regs[w.qreg(0, w.TX_CQ_CI)] = (regs[w.qreg(0, w.TX_HEAD)] - regs[w.RING_SIZE]) & 0xFFFFFFFF
-    finally:
-        regs.release()
-        region.close()
     result = one_way(rig, "g1", "t", seconds=1.0, pps=2000)
     assert_exact(flow(result), "guest->generator across the fallback", rig)
     status = rig.wait_mode("emulation")
