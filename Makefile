@@ -10,7 +10,7 @@ REPORT ?= report
 APT_PACKAGES := openssh-server openssh-client iproute2 iputils-ping tcpdump procps python3-venv ethtool chromium
 LINTED := bench drivers nic_emulators tests conftest.py
 
-.PHONY: setup system qemu qemu-sriov-image qemu-failover-image run test bench lint clean
+.PHONY: setup system qemu qemu-sriov-image qemu-sriov-hv-image qemu-failover-image run test test-vfio-lab bench lint clean
 
 setup: system $(BIN)/.installed
 
@@ -48,7 +48,12 @@ QEMU_IMAGE_DIR := build/qemu-sriov-host
 qemu-sriov-image: qemu $(BIN)/.installed
 	$(BIN)/python -m bench.qemu.sriov_host_image $(QEMU_IMAGE_DIR)
 
-## qemu-failover-image: the failover guests' kernel + initramfs (net_failover, virtio, vmxnet3, e1000e)
+## qemu-sriov-hv-image: the igb host with hypervisor tools (QEMU, python3, bridge) for nested guests
+QEMU_HV_IMAGE_DIR := build/qemu-sriov-hv
+qemu-sriov-hv-image: qemu $(BIN)/.installed
+	$(BIN)/python -m bench.qemu.sriov_host_image --hv $(QEMU_HV_IMAGE_DIR)
+
+## qemu-failover-image: the failover guests' kernel + initramfs (net_failover, virtio, vmxnet3, e1000e, igbvf)
 QEMU_FAILOVER_DIR := build/qemu-failover-guest
 qemu-failover-image: qemu $(BIN)/.installed
 	$(BIN)/python -m bench.qemu.failover_image $(QEMU_FAILOVER_DIR)
@@ -67,6 +72,11 @@ run: setup qemu-sriov-image
 ## test: lint, type-check, then the project's tests (real namespaces, sshd, sockets)
 test: setup lint qemu-sriov-image qemu-failover-image
 	$(BIN)/pytest tests --topology $(TOPOLOGY)
+
+## test-vfio-lab: a QEMU failover guest whose primary is a real VF (vfio-pci) of the igb
+## host, nested under TCG (about 8 minutes; not part of `test`)
+test-vfio-lab: setup qemu-sriov-hv-image qemu-failover-image
+	NPABENCH_VFIO_LAB=1 $(BIN)/pytest tests/sriov/test_vfio_failover_guest.py
 
 lint: setup
 	$(BIN)/ruff check $(LINTED)

@@ -120,10 +120,15 @@ class QemuHypervisor:
             instance.files,
             on_event=functools.partial(self._seen, instance.guest),
             steering=Steering(
-                vm.mac, vm.standby_tap, vm.primary_tap, self.guests.steering(instance.guest)
+                vm.mac,
+                vm.standby_tap,
+                vm.primary_port,
+                self.guests.steering(instance.guest),
+                (vm.primary_vf.pf_netdev, vm.primary_vf.vf) if vm.primary_vf else None,
             )
             if vm.has_primary
             else None,
+            clock_offset=self.guests.clock_offset(instance.host),
         )
         with _SHARED:
             monitor = _MONITORS.setdefault(key, fresh)
@@ -232,12 +237,13 @@ class QemuHypervisor:
     def offer_vf(self, guest: str) -> None:
         """Plug the primary again (``device_add``); steered to it once the guest has it."""
         instance = self.guests.current(guest)
-        if instance.vm.primary_model is None:
+        if not instance.vm.has_primary:
             raise UsageError(f"host {instance.host} has no primary to give {guest}")
         if self.guests.net(instance).primary is not None:
             return
         self.monitor(instance)  # listening before the guest can take it
         offered = self.record(guest, instance.host, "vf-offer")
+        self.guests.prepare_vf(instance)  # a real VF's driver reads its MAC when it probes
         with contextlib.suppress(QmpError):  # already plugged, not yet taken: wait for it
             self.qmp(instance, "device_add", **primary_device(instance.vm))
         self.primary_back(instance, time.monotonic() + PRIMARY_UP_S, since=offered.t)
@@ -420,6 +426,12 @@ class QemuHypervisor:
         if source is None:
             raise UsageError(f"guest {guest} is not migrating")
         self.record(guest, source.host, "cancel-requested")
+        self.cancel_on(source)
+
+    def cancel_on(self, source: Instance) -> None:
+        """``migrate_cancel`` on ``source``; a real VF gets the guest's MAC back first, as
+        QEMU plugs it again at once and the guest's VF driver reads its MAC when it probes."""
+        self.guests.prepare_vf(source)
         self.qmp(source, "migrate_cancel")
 
     def close(self) -> None:

@@ -102,7 +102,7 @@ class QemuMigration:
                 reason = "cancelled"
         except TimeoutError as err:
             reason = f"the migration did not end within limits.migration_timeout_s: {err}"
-            hv.qmp(source, "migrate_cancel")
+            hv.cancel_on(source)
         except BaseException:
             hv.drop_monitor(target)
             hv.guests.stop(target)
@@ -143,7 +143,7 @@ class QemuMigration:
             ejected, word = self._ejected(source, asked.t, time.monotonic() + bound)
         except TimeoutError:
             hv.record(self.guest, source.host, "vf-release-timeout", bound_s=bound)
-            hv.qmp(source, "migrate_cancel")
+            hv.cancel_on(source)
             return (
                 f"the guest did not release its VF (eject the primary) within "
                 f"limits.vf_release_timeout_s = {bound:g} s; migration cancelled"

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import time
 
+from bench.errors import LabError
 from bench.lab.lab import Lab
+from bench.lab.remote_guests import check_host_tools, record_bridge
 from bench.progress import Progress
 from bench.qemu.guests import Instance, QemuGuests
 from bench.qemu.host_net import make_bridge
@@ -37,7 +39,11 @@ def start_qemu_guests(lab: Lab, progress: Progress, deadline: float) -> None:
     if not hosts:
         return
     for host in hosts:
-        make_bridge(lab.host(host.name), *_uplink(host))
+        uplink, mac, address = _uplink(host)
+        if host.backend == "lab":  # a real server: journalled first, undone at teardown
+            check_host_tools(lab.host(host.name))
+            record_bridge(lab.state, host.name, uplink, address)
+        make_bridge(lab.host(host.name), uplink, mac, address)
     if not guests:
         return
     runtime = QemuGuests(lab)
@@ -52,10 +58,16 @@ def start_qemu_guests(lab: Lab, progress: Progress, deadline: float) -> None:
         for instance in booted:
             runtime.wait_booted(instance, deadline)
             if instance.vm.has_primary:
-                runtime.wait_mode(instance, "passthrough", deadline)
+                try:
+                    runtime.wait_mode(instance, "passthrough", deadline)
+                except TimeoutError as err:
+                    said = runtime.qemu_log_tail(instance)
+                    raise LabError(f"{err}; QEMU's log: {said}") from None
                 runtime.steer(instance, "primary")
         shown = ", ".join(
-            f"{i.guest} ({f'primary {i.vm.primary_model}' if i.vm.has_primary else 'virtio only'})"
+            f"{i.guest} (primary {i.vm.describe_primary()})"
+            if i.vm.has_primary
+            else f"{i.guest} (virtio only)"
             for i in booted
         )
         progress(f"QEMU guests up in {time.monotonic() - started:.1f} s: {shown}")

@@ -29,6 +29,7 @@ from bench.lab.processes import (
     running_process,
     stop_processes,
 )
+from bench.lab.remote_guests import undo_remote_guests, unundone
 from bench.lab.state import LabState
 from bench.progress import Progress
 from bench.signals import shielded
@@ -98,6 +99,7 @@ def leftovers(state: LabState) -> list[str]:
     found += [f"process {pid}" for pid in lab_processes(state)]
     found += [f"shared memory {path}" for path in lab_shm_files(state.lab)]
     found += unrestored_pfs(state)
+    found += unundone(state)
     return found
 
 
@@ -118,7 +120,9 @@ def _tear_down(state: LabState, progress: Progress) -> list[str]:
             state.save()
     removed: list[str] = []
 
-    # Real NICs first: their hosts (a QEMU lab host among them) must still answer.
+    # Lab hosts first, while they still answer: their QEMU guests (which hold VFs), then
+    # the real NICs (a QEMU lab host the bench booted among them).
+    removed += undo_remote_guests(state, progress)
     removed += restore_real_nics(state, progress)
     processes = [running_process(pid, "lab process") for pid in lab_processes(state)]
     stop_processes(processes)

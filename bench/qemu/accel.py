@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Literal
+
+from drivers.linux_pf import CommandHost
 
 Accelerator = Literal["kvm", "tcg"]
 
@@ -24,6 +27,31 @@ ACCEL_ENV = "NPABENCH_QEMU_ACCEL"
 QEMU_BINARY = "qemu-system-x86_64"
 
 
+def probe_argv(kernel: str) -> list[str]:
+    """The probe: boot ``kernel`` under KVM until it panics for want of a root (then
+    ``-no-reboot`` ends QEMU with status 0)."""
+    return [
+        QEMU_BINARY, "-accel", "kvm", "-machine", "q35", "-m", "128", "-nodefaults",
+        "-no-user-config", "-display", "none", "-no-reboot", "-kernel", kernel,
+        "-append", "panic=-1 console=ttyS0 root=/dev/nonexistent",
+    ]  # fmt: skip
+
+
+def remote_accelerator(
+    host: CommandHost, kernel: str, timeout: float = PROBE_TIMEOUT_S
+) -> Accelerator:
+    """The same answer for a lab host, probed there over SSH (``kernel``: its path on the
+    host); ``timeout -s KILL`` ends a hung probe on the host itself."""
+    forced = os.environ.get(ACCEL_ENV, "")
+    if forced in ("kvm", "tcg"):
+        return forced  # type: ignore[return-value]
+    command = (
+        "[ -r /dev/kvm ] && [ -w /dev/kvm ] || exit 3; "
+        f"timeout -s KILL {timeout:g} {shlex.join(probe_argv(kernel))} >/dev/null 2>&1"
+    )
+    return "kvm" if host.run(command, timeout=timeout + 10).exit_status == 0 else "tcg"
+
+
 @functools.cache
 def usable_accelerator(kernel: Path, timeout: float = PROBE_TIMEOUT_S) -> Accelerator:
     """``kvm`` if a guest really runs under KVM on this machine, else ``tcg``."""
@@ -32,14 +60,12 @@ def usable_accelerator(kernel: Path, timeout: float = PROBE_TIMEOUT_S) -> Accele
         return forced  # type: ignore[return-value]
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg"
-    argv = [
-        QEMU_BINARY, "-accel", "kvm", "-machine", "q35", "-m", "128", "-nodefaults",
-        "-no-user-config", "-display", "none", "-no-reboot", "-kernel", str(kernel),
-        "-append", "panic=-1 console=ttyS0 root=/dev/nonexistent",
-    ]  # fmt: skip
     try:
         probe = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            probe_argv(str(kernel)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
     except OSError:
         return "tcg"

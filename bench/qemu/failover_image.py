@@ -2,8 +2,8 @@
 
 The guest is what the failover backend migrates and measures: a virtio-net NIC with
 ``failover=on`` (the standby; ``virtio_net`` makes the failover master beside it) and a
-primary (an emulated ``vmxnet3`` or ``e1000e`` standing in for the VF) that
-``net_failover`` enslaves by its MAC. Its kernel answers ICMP itself; everything else
+primary (an emulated ``vmxnet3`` or ``e1000e`` standing in for the VF, or on a lab host
+a real VF: ``igbvf`` for the QEMU igb host's) that ``net_failover`` enslaves by its MAC. Its kernel answers ICMP itself; everything else
 the bench asks (addresses, ``/sys/class/net`` state, counters) goes over the serial
 console, through :class:`bench.qemu.console.GuestConsole`.
 
@@ -47,7 +47,7 @@ READY_LINE = "npabench-failover-guest: ready"
 #: Debian's generic kernel (see the module's docstring for why not the cloud one).
 KERNEL_META = "linux-image-amd64"
 #: virtio-net with its failover master, the primaries the bench uses, and 802.1Q (DP-07).
-MODULES = ("virtio_pci", "virtio_net", "net_failover", "vmxnet3", "e1000e", "8021q")
+MODULES = ("virtio_pci", "virtio_net", "net_failover", "vmxnet3", "e1000e", "igbvf", "8021q")
 #: iproute2's own ``ip`` (busybox's has no ``maddr``, VLANs or JSON): the filter tests
 #: join multicast groups and add VLANs in the guest.
 IPROUTE2 = "/bin/ip"

@@ -2,9 +2,10 @@
 
 One command lists every netdev with its upper (``master``) device, state, MAC, driver
 and counters; :func:`parse_netdevs` finds the ``net_failover`` master (the netdev
-whose slaves share its MAC), its standby (virtio_net) and its primary (the VF's
-stand-in). The guest is in *passthrough* while a primary is enslaved and up (TX takes
-the primary, and RX on the standby is dropped), else in *emulation*.
+whose slaves share its MAC), its standby (virtio_net) and its primary (its other
+slave: a real VF, or the emulated NIC standing in for one). The guest is in
+*passthrough* while a primary is enslaved and up (TX takes the primary, and RX on
+the standby is dropped), else in *emulation*.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ NETDEVS_COMMAND = (
     '$(cat $s/rx_dropped)"; done'
 )
 
-#: Drivers of the NICs QEMU plugs as a primary.
-PRIMARY_DRIVERS = frozenset({"vmxnet3", "e1000e"})
 STANDBY_DRIVER = "virtio_net"
 COUNTERS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped")
 
@@ -78,7 +77,7 @@ def parse_netdevs(output: str) -> GuestNet:
     master = next((n for n in netdevs if n.name in uppers), None)
     slaves = [n for n in netdevs if master is not None and n.master == master.name]
     standby = next((n for n in slaves if n.driver == STANDBY_DRIVER), None)
-    primary = next((n for n in slaves if n.driver in PRIMARY_DRIVERS), None)
+    primary = next((n for n in slaves if n.driver != STANDBY_DRIVER), None)
     if master is None:  # no failover pair: the virtio NIC is the guest's netdev
         standby = next((n for n in netdevs if n.driver == STANDBY_DRIVER), None)
     return GuestNet(master, standby, primary, tuple(netdevs))

@@ -8,6 +8,12 @@ teardown finds a QEMU by its command line even when the journal lost it.
 
 Used by ``npabench up`` (boot every guest) and by the QEMU hypervisor (migration
 destinations, revocation, steering). Everything on a host goes over SSH.
+
+On a lab host (a real server, ``backend: lab``) the instance's files live under the
+lab's directory on that server (``remote_guests.remote_root``), the guest image is
+copied there first, the accelerator is probed there, and a NIC with a real PF gives
+the guest one of its VFs as the primary, through vfio-pci. What the bench changes on
+the server is journalled first (``bench.lab.remote_guests``), so a teardown undoes it.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +29,22 @@ import paramiko
 
 from bench.errors import LabError
 from bench.hypervisor.placement import nic_at
+from bench.lab import remote_guests
 from bench.lab.lab import Lab
 from bench.lab.procfs import start_ticks
 from bench.lab.state import Resource
 from bench.qemu import host_net
-from bench.qemu.accel import Accelerator, usable_accelerator
+from bench.qemu.accel import Accelerator, remote_accelerator, usable_accelerator
 from bench.qemu.console import GuestConsole
 from bench.qemu.failover_image import IMAGE_DIR_DEFAULT, READY_LINE
-from bench.qemu.failover_vm import FailoverVm, VmFiles, qemu_arguments
+from bench.qemu.failover_vm import FailoverVm, PrimaryVf, VmFiles, qemu_arguments
 from bench.qemu.guest_net import NETDEVS_COMMAND, GuestNet, parse_netdevs
-from bench.qemu.remote import open_socket, start_qemu, stop_qemu
+from bench.qemu.remote import host_clock_offset, open_socket, start_qemu, stop_qemu
+from bench.ssh import SshHost
 from bench.topology import Guest, Nic, Topology
+from drivers.linux_pf import LinuxPf
+from drivers.linux_pf_vfio import VFIO_DRIVER, bind_vfio
+from drivers.pf_control import PfControlError
 
 #: The image every QEMU guest boots (``make qemu-failover-image`` builds it).
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +54,8 @@ _PAIR: dict[tuple[str, str], tuple[str, str]] = {}
 #: The consoles this process holds: (state dir, guest, instance) -> console, channel.
 _CONSOLES: dict[tuple[str, str, int], tuple[GuestConsole, paramiko.Channel]] = {}
 _CONSOLE_LOCK = threading.RLock()
+#: Lab hosts' clock offsets this process measured: (state dir, host) -> seconds.
+_CLOCK_OFFSETS: dict[tuple[str, str], float] = {}
 #: First TCP port of migration streams (the instance number is added).
 MIGRATION_PORT = 47000
 
@@ -59,8 +72,8 @@ class Instance:
     pid: int = 0
 
     @property
-    def taps(self) -> tuple[str, str]:
-        return self.vm.standby_tap, self.vm.primary_tap
+    def taps(self) -> tuple[str, ...]:
+        return self.vm.taps
 
     @property
     def journal_name(self) -> str:
@@ -86,7 +99,7 @@ def primary_model(topology: Topology, guest: Guest, host: str) -> str | None:
 def mode_reason(instance: Instance, guest_says: str) -> str:
     """Why the guest is not in passthrough ('' if it is): no primary on its host, or what
     the guest itself shows."""
-    if guest_says and instance.vm.failover and instance.vm.primary_model is None:
+    if guest_says and instance.vm.failover and not instance.vm.has_primary:
         return f"no VF on {instance.host} (no primary NIC to plug)"
     return guest_says
 
@@ -130,23 +143,105 @@ class QemuGuests:
             primary_model=primary_model(topology, spec, host),
             failover=spec.nic_mode == "failover",
             mtu=spec.mtu,
+            primary_vf=self._primary_vf(spec, host, number),
         )
-        files = VmFiles(self.lab.state.directory / "guests" / guest / f"qemu-{number}", guest)
+        base = (
+            Path(remote_guests.remote_root(self.lab.name))
+            if self.on_lab_host(host)
+            else self.lab.state.directory
+        )
+        files = VmFiles(base / "guests" / guest / f"qemu-{number}", guest)
         return Instance(guest, host, number, vm, files, int(pid))
+
+    def on_lab_host(self, host: str) -> bool:
+        """Whether ``host`` is a real server (its files are its own, not this machine's)."""
+        return self.lab.topology.host(host).backend == "lab"
+
+    def clock_offset(self, host: str) -> float:
+        """``host``'s clock minus this machine's: 0 for an emulated host (this machine),
+        measured once per process for a lab host (QMP and the kernel watcher stamp with
+        the host's clock)."""
+        if not self.on_lab_host(host):
+            return 0.0
+        key = (str(self.lab.state.directory), host)
+        if key not in _CLOCK_OFFSETS:
+            _CLOCK_OFFSETS[key] = host_clock_offset(self.lab.host(host))
+        return _CLOCK_OFFSETS[key]
+
+    def _primary_vf(self, guest: Guest, host: str, number: int) -> PrimaryVf | None:
+        """The real VF instance ``number`` of ``guest`` gets on ``host`` as its primary: the
+        one it has (journalled in its placement), else the lowest VF of the host's PF that
+        no other guest there holds; None without a real PF or a free VF."""
+        nic = primary_nic(self.lab.topology, guest.name, host)
+        if guest.nic_mode != "failover" or nic is None or nic.pci is None:
+            return None
+        placed = self.lab.state.placement.get(guest.name, {})
+        if placed.get("vf") and placed.get("host") == host and placed.get("instance") == number:
+            return PrimaryVf(**placed["vf"])
+        taken = {
+            int(p["vf"]["vf"])
+            for g, p in self.lab.state.placement.items()
+            if g != guest.name and p.get("host") == host and p.get("vf")
+        }
+        free = [n for n in range(nic.vfs) if n not in taken]
+        if not free:
+            return None
+        pf = LinuxPf(self.lab.host(host), nic.pci)
+        return PrimaryVf(nic.pci, pf.netdev(), free[0], pf.vf_device(free[0]).pci)
 
     # -- boot and stop ----------------------------------------------------------
 
-    def accelerator(self) -> Accelerator:
-        """KVM if it really runs a guest here, else TCG: probed once per lab (the probe
-        of a hanging KVM costs its whole timeout), kept in the lab's state directory."""
-        kept = self.lab.state.directory / "qemu-accel"
+    def accelerator(self, host: str | None = None) -> Accelerator:
+        """KVM if it really runs a guest on ``host``, else TCG: probed once per lab and
+        host kind (the probe of a hanging KVM costs its whole timeout), kept in the lab's
+        state directory. Emulated hosts (and None) are this machine; a lab host is probed
+        there, with the image :meth:`_image_on` copied."""
+        remote = host is not None and self.on_lab_host(host)
+        kept = self.lab.state.directory / (f"qemu-accel-{host}" if remote else "qemu-accel")
         with contextlib.suppress(OSError):
             known = kept.read_text().strip()
             if known in ("kvm", "tcg"):
                 return known  # type: ignore[return-value]
-        accel = usable_accelerator(self.image_dir / "vmlinuz")
+        if host is not None and remote:
+            kernel = Path(remote_guests.remote_root(self.lab.name)) / "image" / "vmlinuz"
+            accel = remote_accelerator(self.lab.host(host), str(kernel))
+        else:
+            accel = usable_accelerator(self.image_dir / "vmlinuz")
         kept.write_text(accel + "\n")
         return accel
+
+    def _image_on(self, host: SshHost) -> Path:
+        """The guest image on a lab host: copied into the lab's directory there (again
+        only when a file's size differs)."""
+        remote = Path(remote_guests.remote_root(self.lab.name)) / "image"
+        host.run(f"mkdir -p {remote}", check=True)
+        for name in ("vmlinuz", "initrd.img"):
+            local = self.image_dir / name
+            there = host.run(f"stat -c %s {remote / name} 2>/dev/null").stdout.strip()
+            if there != str(local.stat().st_size):
+                host.put(local, str(remote / name))
+        return remote
+
+    def _take_vf(self, host: SshHost, vf: PrimaryVf, mac: str) -> None:
+        """Give the VF to vfio-pci (if it is not already) with the guest's MAC: the
+        guest's VF driver takes its MAC from the PF when it probes, and net_failover
+        pairs the primary with the standby by that MAC."""
+        pf = LinuxPf(host, vf.pf_pci)
+        try:
+            if pf.vf_device(vf.vf).driver != VFIO_DRIVER:
+                bind_vfio(pf, vf.vf)
+        except PfControlError as err:
+            raise LabError(f"{host.name}: VF {vf.vf} of {vf.pf_pci} for the guest: {err}") from err
+        host.run(host_net.vf_mac_command(vf, mac), check=True)
+
+    def prepare_vf(self, instance: Instance) -> None:
+        """Before a real VF is plugged again: give it the guest's MAC (cleared while the
+        guest was on its standby)."""
+        vf = instance.vm.primary_vf
+        if vf is not None:
+            self.lab.host(instance.host).run(
+                host_net.vf_mac_command(vf, instance.vm.mac), check=True
+            )
 
     def boot(self, instance: Instance, incoming: str | None = None) -> Instance:
         """Make the instance's TAPs, start its QEMU (journalled at once); steered to the
@@ -158,19 +253,45 @@ class QemuGuests:
             )
         host = self.lab.host(instance.host)
         vm = instance.vm
-        host_net.make_taps(host, instance.taps, vm.mtu)
-        if self.steering(instance.guest):
-            host_net.steer(host, vm.mac, vm.standby_tap, instance.taps)
-        accel = self.accelerator()
-        argv = qemu_arguments(vm, self.image_dir, instance.files, accel, incoming)
+        remote = self.on_lab_host(instance.host)
+        image_dir = self._image_on(host) if remote else self.image_dir
+        if remote:  # journalled before anything is changed on the server
+            remote_guests.record_instance(
+                self.lab.state,
+                instance.host,
+                directory=str(instance.files.directory),
+                name=instance.files.name,
+                taps=vm.taps,
+                vf=asdict(vm.primary_vf) if vm.primary_vf is not None else None,
+                mac=vm.mac,
+            )
+        host_net.make_taps(host, vm.taps, vm.mtu)
+        if self.steering(instance.guest):  # the standby's until the guest has its primary
+            host_net.steer(host, vm.mac, vm.standby_tap, vm.taps)
+        accel = self.accelerator(instance.host)
+        argv = qemu_arguments(vm, image_dir, instance.files, accel, incoming)
         try:
+            if vm.primary_vf is not None:
+                self._take_vf(host, vm.primary_vf, vm.mac)
             pid = start_qemu(host, argv, instance.files)
         except BaseException:
-            host_net.remove_taps(host, instance.taps)
+            self._undo(host, instance)
             raise
         started = Instance(instance.guest, instance.host, instance.number, vm, instance.files, pid)
-        self.lab.state.record(Resource("process", started.journal_name, pid, start_ticks(pid)))
+        if not remote:  # a lab host's QEMU is the server's process, journalled above
+            self.lab.state.record(Resource("process", started.journal_name, pid, start_ticks(pid)))
         return started
+
+    def _undo(self, host: SshHost, instance: Instance) -> None:
+        """Remove the instance's TAPs and give its VF back (QEMU stopped already)."""
+        host_net.remove_taps(host, instance.taps)
+        vf = instance.vm.primary_vf
+        if vf is not None:
+            remote_guests.give_back_vf(host, asdict(vf), instance.vm.mac)
+        if self.on_lab_host(instance.host):
+            remote_guests.forget_instance(
+                self.lab.state, instance.host, str(instance.files.directory), instance.files.name
+            )
 
     def place(self, instance: Instance, steering: bool | None = None) -> None:
         """Make ``instance`` the guest's current one (journalled); ``steering``: on or off
@@ -178,12 +299,14 @@ class QemuGuests:
         if steering is None:
             steering = self.steering(instance.guest)
         nic = primary_nic(self.lab.topology, instance.guest, instance.host)
+        vf = instance.vm.primary_vf
         self.lab.state.placement[instance.guest] = {
             "host": instance.host,
             "instance": instance.number,
             "pid": instance.pid,
             "nic": nic.name if nic is not None else None,
             "steering": steering,
+            **({"vf": asdict(vf)} if vf is not None else {}),
         }
         self.lab.state.save()
 
@@ -193,7 +316,7 @@ class QemuGuests:
         host = self.lab.host(instance.host)
         if instance.pid:
             stop_qemu(host, instance.pid, instance.files)
-        host_net.remove_taps(host, instance.taps)
+        self._undo(host, instance)
         for resource in list(self.lab.state.resources):
             if resource.kind == "process" and resource.name == instance.journal_name:
                 self.lab.state.forget(resource)
@@ -216,6 +339,15 @@ class QemuGuests:
                     f"see its console log {log}"
                 )
             time.sleep(0.2)
+
+    def qemu_log_tail(self, instance: Instance, lines: int = 5) -> str:
+        """The last lines QEMU logged for ``instance`` (its ``-D`` file), one line."""
+        said = (
+            self.lab.host(instance.host)
+            .run(f"tail -n {lines} {instance.files.log} 2>/dev/null")
+            .stdout.strip()
+        )
+        return " | ".join(said.splitlines()) or "(empty)"
 
     # -- the guest's console -----------------------------------------------------
 
@@ -304,8 +436,9 @@ class QemuGuests:
         if not self.steering(instance.guest):
             return
         host = self.lab.host(instance.host)
-        tap = instance.vm.primary_tap if to == "primary" else instance.vm.standby_tap
-        host_net.steer(host, instance.vm.mac, tap, instance.taps)
+        vm = instance.vm
+        port = vm.primary_port if to == "primary" else vm.standby_tap
+        host_net.steer(host, vm.mac, port, vm.taps, vf=vm.primary_vf, to_vf=to == "primary")
 
     def set_steering(self, guest: str, on: bool) -> None:
         """Turn steering on (static entry where the guest's traffic belongs) or off."""
@@ -318,7 +451,8 @@ class QemuGuests:
                 instance, "primary" if self.net(instance).mode == "passthrough" else "standby"
             )
         else:
-            host_net.unsteer(host, instance.vm.mac, instance.taps)
+            vm = instance.vm
+            host_net.unsteer(host, vm.mac, (vm.standby_tap, vm.primary_port), vm.taps)
 
     def close(self) -> None:
         """Nothing of its own to let go of: the consoles are the process's, shared, and end

@@ -12,13 +12,28 @@ bridge (and learning off on the guest's TAPs), moved when the primary comes and
 goes — as the net_failover documentation describes. With steering off the bridge
 just learns, and inbound traffic stays on the standby's TAP after the primary
 appears until the guest happens to transmit on it: the blackout a test shows.
+
+A real VF as the primary (a lab host's PF, ``vfio-pci``) is steered as that
+documentation does it, with the PF's netdev as the bridge's uplink: while the guest
+holds the VF, the VF has the guest's MAC (``ip link set PF vf N mac MAC``: the NIC's
+embedded switch delivers that MAC to it, from the wire and from the PF) and the
+bridge sends the guest's frames out of the PF. Steered to the standby, the bridge
+sends them to the standby's TAP, the VF's MAC is cleared, and the MAC goes into the
+PF's own unicast filter (``bridge fdb replace MAC dev PF self``) so that the
+embedded switch hands the PF what VFs and the wire send to it. The VF's MAC is set
+again before the primary comes back, since the guest's VF driver takes its MAC from
+the PF when it probes.
 """
 
 from __future__ import annotations
 
 import shlex
 
+from bench.qemu.failover_vm import PrimaryVf
 from bench.ssh import SshHost
+
+#: The MAC that clears a VF's (``ip link set PF vf N mac 00:00:00:00:00:00``).
+NO_MAC = "00:00:00:00:00:00"
 
 BRIDGE = "vmbr0"
 
@@ -64,15 +79,67 @@ def remove_taps(host: SshHost, taps: tuple[str, ...]) -> None:
     host.run("; ".join(f"ip link del {tap} 2>/dev/null" for tap in taps) + "; true")
 
 
-def steer(host: SshHost, mac: str, to_tap: str, taps: tuple[str, ...]) -> None:
-    """Deliver ``mac``'s inbound frames to ``to_tap`` only (the guest's TAPs learn nothing)."""
+def vf_mac_command(vf: PrimaryVf, mac: str) -> str:
+    """The PF's command giving the VF ``mac`` (``NO_MAC``: none)."""
+    return f"ip link set dev {shlex.quote(vf.pf_netdev)} vf {vf.vf} mac {mac}"
+
+
+def release_vf_mac(host: SshHost, pf_netdev: str, vf: int, mac: str | None) -> None:
+    """The guest is gone from this host: its MAC off the VF and (if known) out of the PF's
+    unicast filter (each may be gone already)."""
+    pf = shlex.quote(pf_netdev)
+    command = f"ip link set dev {pf} vf {vf} mac {NO_MAC} 2>/dev/null; "
+    if mac:
+        command += f"bridge fdb del {mac} dev {pf} self 2>/dev/null; "
+    host.run(command + "true")
+
+
+def steer_commands(
+    mac: str,
+    to_port: str,
+    taps: tuple[str, ...],
+    *,
+    vf: PrimaryVf | None = None,
+    to_vf: bool = False,
+) -> list[str]:
+    """Commands delivering ``mac``'s inbound frames to bridge port ``to_port`` only (the
+    guest's TAPs learn nothing); with a VF primary, the VF holds the MAC exactly when
+    ``to_vf`` (set before the bridge moves to it, cleared after the bridge moved away)."""
     commands = [f"bridge link set dev {tap} learning off" for tap in taps]
-    commands.append(f"bridge fdb replace {mac} dev {to_tap} master static")
-    host.run(" && ".join(commands), check=True)
+    fdb = f"bridge fdb replace {mac} dev {shlex.quote(to_port)} master static"
+    if vf is None:
+        return [*commands, fdb]
+    pf = shlex.quote(vf.pf_netdev)
+    if to_vf:
+        return [
+            *commands,
+            vf_mac_command(vf, mac),
+            f"{{ bridge fdb del {mac} dev {pf} self 2>/dev/null; true; }}",
+            fdb,
+        ]
+    return [
+        *commands,
+        fdb,
+        vf_mac_command(vf, NO_MAC),
+        f"bridge fdb replace {mac} dev {pf} self",
+    ]
 
 
-def unsteer(host: SshHost, mac: str, taps: tuple[str, ...]) -> None:
+def steer(
+    host: SshHost,
+    mac: str,
+    to_port: str,
+    taps: tuple[str, ...],
+    *,
+    vf: PrimaryVf | None = None,
+    to_vf: bool = False,
+) -> None:
+    """Run :func:`steer_commands` on the host (a failure raises, naming the command)."""
+    host.run(" && ".join(steer_commands(mac, to_port, taps, vf=vf, to_vf=to_vf)), check=True)
+
+
+def unsteer(host: SshHost, mac: str, ports: tuple[str, ...], taps: tuple[str, ...]) -> None:
     """Steering off: drop the static entry, let the bridge learn on the guest's TAPs."""
-    commands = [f"bridge fdb del {mac} dev {tap} master 2>/dev/null" for tap in taps]
+    commands = [f"bridge fdb del {mac} dev {port} master 2>/dev/null" for port in ports]
     commands += [f"bridge link set dev {tap} learning on" for tap in taps]
     host.run("; ".join(commands) + "; true", check=True)

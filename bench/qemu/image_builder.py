@@ -51,6 +51,10 @@ class GuestImageSpec:
     binaries: tuple[str, ...]
     #: Kernel modules by name (``igb``, ``vfio-pci``); dependencies are added.
     modules: tuple[str, ...] = ()
+    #: Data files (firmware, Python modules) copied as they are from the packages' tree
+    #: to the same path in the image; a directory brings everything under it. Symlinks
+    #: are followed within the tree; no libraries are looked up for these.
+    data: tuple[str, ...] = ()
     #: Extra files: image path -> (mode, contents).
     files: Mapping[str, tuple[int, bytes]] = field(default_factory=dict)
     #: Extra symlinks: image path -> target.
@@ -65,6 +69,7 @@ class GuestImageSpec:
             "packages": list(self.packages),
             "binaries": list(self.binaries),
             "modules": list(self.modules),
+            "data": list(self.data),
             "files": {p: [m, hashlib.sha256(d).hexdigest()] for p, (m, d) in self.files.items()},
             "symlinks": dict(self.symlinks),
             "kernel_meta": self.kernel_meta,
@@ -136,6 +141,24 @@ def _with_libraries(root: Path, binaries: tuple[str, ...]) -> dict[str, Path]:
     return chosen
 
 
+def _data_files(root: Path, paths: tuple[str, ...]) -> dict[str, Path]:
+    """Image path -> staging file for the spec's data files and directories."""
+    chosen: dict[str, Path] = {}
+    for path in paths:
+        source = _resolve(root, path)
+        if source.is_file():
+            chosen[path] = source
+        elif source.is_dir():
+            for member in sorted(source.rglob("*")):
+                image_path = f"{path.rstrip('/')}/{member.relative_to(source)}"
+                resolved = _resolve(root, image_path)
+                if resolved.is_file():
+                    chosen[image_path] = resolved
+        else:
+            raise LabError(f"guest image: {path} is in none of the spec's packages")
+    return chosen
+
+
 def _module_index(modules_dir: Path) -> dict[str, Path]:
     return {ko.stem.replace("-", "_"): ko for ko in modules_dir.rglob("*.ko")}
 
@@ -182,6 +205,8 @@ def _entries(spec: GuestImageSpec, root: Path, release: str) -> list[CpioEntry]:
         files[path] = CpioEntry(path, mode, source.read_bytes())
 
     for image_path, source in _with_libraries(root, ("/bin/busybox", *spec.binaries)).items():
+        add_file(image_path, source)
+    for image_path, source in _data_files(root, spec.data).items():
         add_file(image_path, source)
     modules_dir = root / "lib/modules" / release
     load = []

@@ -69,12 +69,21 @@ def kernel_log_arguments(work_dir: Path, name: str) -> list[str]:
 
 
 def watch_command(
-    socket_path: str, mac: str, standby_tap: str, primary_tap: str, steering: bool
+    socket_path: str,
+    mac: str,
+    standby_tap: str,
+    primary_port: str,
+    steering: bool,
+    *,
+    vf: tuple[str, int] | None = None,
 ) -> str:
     """The host command that watches the kernel's serial port ``socket_path`` and steers
-    ``mac`` between the two TAPs (``steering``: from the start)."""
+    ``mac`` between the standby's TAP and the primary's port (``steering``: from the
+    start); ``vf``: the PF netdev and VF number of a real VF primary."""
     program = Path(steering_watch.__file__).read_text()
-    arguments = [socket_path, mac, standby_tap, primary_tap, "on" if steering else "off"]
+    arguments = [socket_path, mac, standby_tap, primary_port, "on" if steering else "off"]
+    if vf is not None:
+        arguments += [vf[0], str(vf[1])]
     return f"exec python3 -u -c {shlex.quote(program)} {shlex.join(arguments)}"
 
 
@@ -91,16 +100,20 @@ class KernelLogReader:
     """A thread reading the host watcher's reports (``bench.qemu.steering_watch``) from
     ``channel``; ``sink(name, details, t)`` gets each primary event (with ``steered``,
     ``steer_ms`` and ``steer_error`` when the watcher steered) and each answer to
-    :meth:`ask` (``watcher-answer``). Stops at :meth:`close` or when the channel ends."""
+    :meth:`ask` (``watcher-answer``), stamped on the controller's clock (``clock_offset``:
+    the host's clock minus the controller's). Stops at :meth:`close` or when the channel
+    ends."""
 
     def __init__(
         self,
         channel: paramiko.Channel,
         label: str,
         sink: Callable[[str, dict[str, Any], float], None],
+        clock_offset: float = 0.0,
     ) -> None:
         self._channel = channel
         self._sink = sink
+        self._offset = clock_offset
         self._closed = False
         channel.settimeout(0.5)
         self._thread = threading.Thread(target=self._read, name=f"kmsg-{label}", daemon=True)
@@ -126,7 +139,7 @@ class KernelLogReader:
                     continue
                 name, details, t = report
                 # reports of one read keep their order in time (a waiter's ``since``)
-                stamp = max(t, last + STAMP_STEP_S)
+                stamp = max(t - self._offset, last + STAMP_STEP_S)
                 self._sink(name, details, stamp)
                 last = stamp
             pending = pending[-4096:]  # a line never grows without bound

@@ -12,9 +12,9 @@ net_failover takes and lets go of the primary (``primary-registered``,
 MAC to the right TAP at that moment (their details say how that went); it is the one
 writer of that steering while it runs (:meth:`QemuMonitor.steer`). Waiters block on a
 condition until an event they want arrives, with a deadline. Events carry the QEMU
-host's clock (QMP's stamp, or when the watcher read the kernel's line), compared with
-the controller's: the same clock on namespace hosts, the only ones QEMU guests run on
-for now.
+host's clock (QMP's stamp, or when the watcher read the kernel's line), put on the
+controller's: the same clock on namespace hosts; on a lab host, less the offset
+between the two clocks measured when the monitor connects (``clock_offset``).
 """
 
 from __future__ import annotations
@@ -70,23 +70,27 @@ def event_name(message: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def _stamp(message: dict[str, Any]) -> float:
+def _stamp(message: dict[str, Any], clock_offset: float = 0.0) -> float:
+    """When QEMU says the event happened, on the controller's clock (``clock_offset``:
+    the host's clock minus the controller's); when it was read, if QEMU gave no stamp."""
     stamp = message.get("timestamp") or {}
     seconds, micros = stamp.get("seconds"), stamp.get("microseconds")
     if isinstance(seconds, int) and isinstance(micros, int) and seconds > 0:
-        return seconds + micros / 1e6
+        return seconds + micros / 1e6 - clock_offset
     return time.time()
 
 
 @dataclass(frozen=True)
 class Steering:
-    """What the host's watcher steers: ``mac`` to ``standby_tap`` or ``primary_tap`` on
-    the host bridge, from the start if ``on``."""
+    """What the host's watcher steers: ``mac`` to ``standby_tap`` or ``primary_port`` on
+    the host bridge, from the start if ``on``; ``vf``: the PF netdev and VF number of a
+    real VF primary (its MAC moves too)."""
 
     mac: str
     standby_tap: str
-    primary_tap: str
+    primary_port: str
     on: bool
+    vf: tuple[str, int] | None = None
 
 
 class QemuMonitor:
@@ -100,9 +104,12 @@ class QemuMonitor:
         files: VmFiles,
         on_event: Callable[[HypervisorEvent], None] | None = None,
         steering: Steering | None = None,
+        *,
+        clock_offset: float = 0.0,
     ) -> None:
         self.host_name = host_name
         self.files = files
+        self.clock_offset = clock_offset
         self.events: list[HypervisorEvent] = []
         self._on_event = on_event
         self._changed = threading.Condition()
@@ -121,7 +128,12 @@ class QemuMonitor:
             path = str(files.kernel_log_socket)
             command = (
                 watch_command(
-                    path, steering.mac, steering.standby_tap, steering.primary_tap, steering.on
+                    path,
+                    steering.mac,
+                    steering.standby_tap,
+                    steering.primary_port,
+                    steering.on,
+                    vf=steering.vf,
                 )
                 if steering is not None
                 else watch_command(path, "-", "-", "-", False)  # the words alone
@@ -130,6 +142,7 @@ class QemuMonitor:
                 open_socket(host, path, connected=True, command=command),
                 files.name,
                 self._from_kernel,
+                clock_offset=clock_offset,
             )
         self._steering = steering
         self._seq = 0
@@ -197,7 +210,8 @@ class QemuMonitor:
             named = event_name(message)
             if named is None:
                 continue
-            self._add(HypervisorEvent(_stamp(message), self.host_name, named[0], named[1]))
+            stamp = _stamp(message, self.clock_offset)
+            self._add(HypervisorEvent(stamp, self.host_name, named[0], named[1]))
         with self._changed:
             self._closed = True
             self._changed.notify_all()

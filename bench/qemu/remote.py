@@ -23,6 +23,7 @@ from bench.qemu.accel import QEMU_BINARY
 from bench.qemu.failover_vm import VmFiles
 from bench.qemu.qmp import QmpClient, QmpError
 from bench.ssh import SshHost
+from drivers.linux_pf import CommandHost
 
 #: Runs on the host: copy stdin to the Unix socket argv[1] and the socket to stdout,
 #: until either side ends (the SSH channel closing ends stdin). It says on stderr when
@@ -92,6 +93,30 @@ def open_socket(
                 f"{said.decode(errors='replace').strip() or 'no answer from the relay'}"
             )
     return channel
+
+
+#: The host's time in seconds with microseconds (bash 5; ``date`` where it lacks it).
+_CLOCK_COMMAND = "echo ${EPOCHREALTIME:-$(date +%s.%N)}"
+
+
+def host_clock_offset(host: CommandHost, samples: int = 5) -> float:
+    """The host's clock minus this machine's, in seconds: the host's time (bash's
+    ``EPOCHREALTIME``: no process started, so the round trip stays short) against the
+    middle of the round trip that asked for it, from the quickest of ``samples`` round
+    trips (its error is at most half that round trip)."""
+    best: tuple[float, float] | None = None
+    for _ in range(samples):
+        sent = time.time()
+        said = host.run(_CLOCK_COMMAND, timeout=10.0, check=True).stdout.strip()
+        back = time.time()
+        try:
+            there = float(said.replace(",", "."))
+        except ValueError:
+            raise LabError(f"{host.name}: `{_CLOCK_COMMAND}` said {said!r}") from None
+        if best is None or back - sent < best[0]:
+            best = (back - sent, there - (sent + back) / 2)
+    assert best is not None
+    return best[1]
 
 
 def start_qemu(host: SshHost, argv: list[str], files: VmFiles, timeout: float = 30.0) -> int:

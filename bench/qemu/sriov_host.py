@@ -39,6 +39,8 @@ class SriovHostConfig:
     #: 127.0.0.1 port forwarded to the guest's sshd (0: pick a free one).
     ssh_port: int = 0
     memory_mb: int = MEMORY_MB
+    #: Virtual CPUs (the hypervisor variant, running a nested guest, wants 2).
+    smp: int = 1
     #: ``None``: probe (KVM when it really runs, else TCG).
     accel: Accelerator | None = None
     #: Stop QEMU if the controller dies (test sessions; a lab's host outlives ``up``).
@@ -63,7 +65,7 @@ def qemu_arguments(config: SriovHostConfig, accel: Accelerator, port: int) -> li
     return [
         "-name", f"npabench-{config.name},process=npabench-{config.name}",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-machine", machine, "-cpu", "max", "-smp", "1", "-m", str(config.memory_mb),
+        "-machine", machine, "-cpu", "max", "-smp", str(config.smp), "-m", str(config.memory_mb),
         "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"),
         "-append", "console=ttyS0 intel_iommu=on panic=-1 quiet",
         "-device", iommu,

@@ -8,10 +8,22 @@ host forward on 127.0.0.1); its ``igb`` NIC is the PF under test.
 
 Run ``python -m bench.qemu.sriov_host_image DIR`` (``make qemu-sriov-image``) to build or
 refresh it.
+
+A second variant, "the igb host with hypervisor tools" (:func:`sriov_hv_spec`), is the
+same host that can also run a nested QEMU guest with a vfio-pci VF as its primary (a
+failover guest, as a lab hypervisor would): Debian's ``qemu-system-x86_64`` with the
+firmware a ``-kernel``/``-initrd`` boot of q35 needs, ``python3`` with the few standard
+modules the bench's host programs import (``steering_watch``, the socket relay of
+``remote``), iproute2's ``bridge``, and the tun, bridge and 8021q modules. Its initramfs
+is about three times the base one's, so the base image stays as it is. Build it with
+``python -m bench.qemu.sriov_host_image --hv DIR`` (``make qemu-sriov-hv-image``), and boot
+it with :func:`bench.qemu.sriov_host.boot_sriov_host` with ``image_dir`` DIR and room
+for a nested guest (``memory_mb=2048, smp=2``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +100,55 @@ _NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files\n"
 #: igb (the PF) and igbvf (its VFs), vfio-pci for passthrough, virtio-net for management.
 MODULES = ("virtio_pci", "virtio_net", "igb", "igbvf", "vfio_iommu_type1", "vfio-pci")
 
+#: The hypervisor variant's packages beyond the base ones: QEMU (the version apt fetches
+#: on this machine: after ``make qemu``, the same QEMU as the bench's own), its firmware
+#: (qemu-system-data and seabios are not libraries, so they are named), and Python: the
+#: minimal interpreter plus the full standard library's package, from which only
+#: :data:`HV_PYTHON_MODULES` is taken.
+HV_PACKAGES = (
+    "qemu-system-x86",
+    "qemu-system-data",
+    "seabios",
+    "python3.11-minimal",
+    "libpython3.11-stdlib",
+)
+HV_BINARIES = ("/usr/bin/qemu-system-x86_64", "/usr/bin/python3.11", "/sbin/bridge")
+#: TAPs for nested guests, a host bridge joining them to the VFs' side, 802.1Q on it.
+HV_MODULES = (*MODULES, "tun", "bridge", "8021q")
+#: The firmware a ``-kernel``/``-initrd`` boot of q35 needs (found by trying), where
+#: Debian's QEMU looks by default (its built-in search path has both directories, so no
+#: ``-L``): SeaBIOS, the ``-kernel`` loader ROM and the APIC's TPR-patching ROM (QEMU
+#: loads it under TCG too). NICs need ``romfile=`` (no iPXE ROMs in the image); no VGA.
+HV_FIRMWARE = (
+    "/usr/share/seabios/bios-256k.bin",
+    "/usr/share/qemu/linuxboot_dma.bin",
+    "/usr/share/qemu/kvmvapic.bin",
+)
+_PYTHON_LIB = "/usr/lib/python3.11"
+#: The standard modules (pure Python: Debian builds select, _socket, _posixsubprocess
+#: and the like into the interpreter) that python3's start-up (``site``) and
+#: ``import os, select, socket, sys, json, re, subprocess, time, shlex`` load.
+HV_PYTHON_MODULES = (
+    "__future__.py", "_collections_abc.py", "_sitebuiltins.py", "_weakrefset.py", "abc.py",
+    "codecs.py", "collections", "contextlib.py", "copyreg.py", "encodings/__init__.py",
+    "encodings/aliases.py", "encodings/ascii.py", "encodings/latin_1.py",
+    "encodings/utf_8.py", "enum.py", "functools.py", "genericpath.py", "io.py", "json",
+    "keyword.py", "locale.py", "operator.py", "os.py", "posixpath.py", "re", "reprlib.py",
+    "selectors.py", "shlex.py", "signal.py", "site.py", "socket.py", "stat.py",
+    "subprocess.py", "threading.py", "types.py", "warnings.py",
+    # json's C accelerator (it needs only libc); without a lib-dynload directory python3
+    # also warns "Could not find platform dependent libraries" on every start.
+    "lib-dynload/_json.cpython-311-x86_64-linux-gnu.so",
+)  # fmt: skip
+
+#: Under TCG the emulated intel-iommu has no interrupt remapping (``intremap=off``), and
+#: VFIO refuses such an IOMMU unless told it may: without this, QEMU's vfio-pci fails
+#: with "Failed to set iommu for container: Operation not permitted". A lab host with a
+#: real IOMMU would not need it; this emulated one cannot do better.
+_RCS_HV = """\
+echo 1 > /sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts
+"""
+
 
 def _keygen(path: Path) -> None:
     """An ed25519 key pair at ``path`` (and ``.pub``), made once and kept."""
@@ -151,17 +212,41 @@ def sriov_host_spec(directory: Path) -> GuestImageSpec:
     )
 
 
+def sriov_hv_spec(directory: Path) -> GuestImageSpec:
+    """The hypervisor variant's spec: the base spec (its own keys in ``directory``) plus
+    QEMU, its firmware, python3, ``bridge`` and the modules nested guests need."""
+    base = sriov_host_spec(directory)
+    return dataclasses.replace(
+        base,
+        name="qemu-sriov-hv",
+        packages=(*base.packages, *HV_PACKAGES),
+        binaries=(*base.binaries, *HV_BINARIES),
+        modules=HV_MODULES,
+        data=(*HV_FIRMWARE, *(f"{_PYTHON_LIB}/{module}" for module in HV_PYTHON_MODULES)),
+        files={**base.files, "/etc/init.d/rcS": (0o755, (_RCS + _RCS_HV).encode())},
+        symlinks={**base.symlinks, "/usr/bin/python3": "python3.11"},
+    )
+
+
 def build_sriov_host_image(directory: Path) -> GuestImage:
     """Build (or find up to date) the SR-IOV host image in ``directory``."""
     return build_image(sriov_host_spec(directory), directory)
 
 
+def build_sriov_hv_image(directory: Path) -> GuestImage:
+    """Build (or find up to date) the hypervisor variant in ``directory``."""
+    return build_image(sriov_hv_spec(directory), directory)
+
+
 def main(argv: list[str]) -> int:
+    hv = argv[:1] == ["--hv"]
+    if hv:
+        argv = argv[1:]
     if len(argv) != 1:
-        print("usage: python -m bench.qemu.sriov_host_image DIRECTORY", file=sys.stderr)
+        print("usage: python -m bench.qemu.sriov_host_image [--hv] DIRECTORY", file=sys.stderr)
         return 2
     try:
-        build_sriov_host_image(Path(argv[0]))
+        (build_sriov_hv_image if hv else build_sriov_host_image)(Path(argv[0]))
     except LabError as err:
         print(err, file=sys.stderr)
         return 1

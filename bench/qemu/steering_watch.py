@@ -30,7 +30,12 @@ It says ``relay: connected`` on stderr once it is connected to the socket, and e
 when stdin ends (the SSH channel closed) or the socket does (QEMU gone). ``MAC`` ``-``:
 a guest without a primary, whose words are only reported.
 
-Usage: python3 steering_watch.py SOCKET MAC STANDBY_TAP PRIMARY_TAP on|off
+With ``PF VF`` (a real VF as the primary), ``PRIMARY_PORT`` is the PF's netdev and a
+move also gives the VF the guest's MAC and takes it out of the PF's unicast filter
+(before the bridge moves to the PF), or clears the VF's MAC and puts it in the PF's
+filter (after the bridge moved to the standby), as ``bench.qemu.host_net`` does.
+
+Usage: python3 steering_watch.py SOCKET MAC STANDBY_TAP PRIMARY_PORT on|off [PF VF]
 """
 
 import json
@@ -52,11 +57,29 @@ def say(**what: object) -> None:
 class Steering:
     """Where the guest's MAC is on the bridge, and moving it."""
 
-    def __init__(self, mac: str, taps: dict[str, str], on: bool) -> None:
+    def __init__(
+        self, mac: str, taps: dict[str, str], on: bool, vf: tuple[str, str] | None = None
+    ) -> None:
         self.mac, self.taps, self.on = mac, taps, on and mac != "-"
+        self.vf = vf  # (PF netdev, VF number): a real VF is the primary
         self.at: str | None = None  # where this program last put it (None: not yet)
         self.since = 0.0  # when it got there
         self.word: str | None = None  # where the kernel's last word puts it
+
+    def commands(self, to: str) -> list[list[str]]:
+        fdb = ["bridge", "fdb", "replace", self.mac, "dev", self.taps[to], "master", "static"]
+        if self.vf is None:
+            return [fdb]
+        pf, vf = self.vf
+        pf_filter = ["bridge", "fdb", "replace", self.mac, "dev", pf, "self"]
+        if to == "primary":
+            return [
+                ["ip", "link", "set", "dev", pf, "vf", vf, "mac", self.mac],
+                ["sh", "-c", f"bridge fdb del {self.mac} dev {pf} self 2>/dev/null; true"],
+                fdb,
+            ]
+        return [fdb, ["ip", "link", "set", "dev", pf, "vf", vf, "mac", "00:00:00:00:00:00"],
+                pf_filter]  # fmt: skip
 
     def move(self, to: str) -> dict[str, object]:
         """Move the MAC to ``to`` (if it is not there already); what happened."""
@@ -64,15 +87,17 @@ class Steering:
             return {"steered": to, "steer_ms": 0.0}
         started = time.time()
         error = ""
-        command = ["bridge", "fdb", "replace", self.mac, "dev", self.taps[to], "master", "static"]
-        try:
-            done = subprocess.run(command, capture_output=True, check=False)
-        except OSError as err:
-            error = f"{' '.join(command)}: {err}"
-        else:
-            if done.returncode:
-                said = done.stderr.decode(errors="replace").strip()
-                error = f"{' '.join(command)}: exit {done.returncode}: {said}"
+        for command in self.commands(to):
+            try:
+                done = subprocess.run(command, capture_output=True, check=False)
+            except OSError as err:
+                error = f"{' '.join(command)}: {err}"
+            else:
+                if done.returncode:
+                    said = done.stderr.decode(errors="replace").strip()
+                    error = f"{' '.join(command)}: exit {done.returncode}: {said}"
+            if error:
+                break
         if error:
             self.at = None  # unknown now
             return {"steered": to, "steer_ms": round((time.time() - started) * 1000, 3),
@@ -100,7 +125,9 @@ class Steering:
 
 def main() -> int:
     path, mac, standby, primary, steering_word = sys.argv[1:6]
-    steering = Steering(mac, {"standby": standby, "primary": primary}, steering_word == "on")
+    vf = (sys.argv[6], sys.argv[7]) if len(sys.argv) >= 8 else None
+    ports = {"standby": standby, "primary": primary}
+    steering = Steering(mac, ports, steering_word == "on", vf)
     port = socket.socket(socket.AF_UNIX)
     try:
         port.connect(path)

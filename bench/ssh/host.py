@@ -243,6 +243,16 @@ class SshHost:
             raise HostError(self.name, f"cannot fetch {remote}: {exc}") from exc
         self._log.note(f"fetched {remote} -> {local}")
 
+    def put(self, local: Path, remote: str) -> None:
+        """Copy file ``local`` here to ``remote`` on the host (SFTP on this connection)."""
+        transport = self._require_transport()
+        try:
+            with paramiko.SFTPClient.from_transport(transport) as sftp:  # type: ignore[union-attr]
+                sftp.put(str(local), remote)
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostError(self.name, f"cannot copy {local} to {remote}: {exc}") from exc
+        self._log.note(f"copied {local} -> {remote}")
+
     # -- spawned processes ----------------------------------------------------
 
     def spawn(self, command: str) -> RemoteProcess:

@@ -146,12 +146,6 @@ def _host_rules(topo: Topology) -> Iterator[tuple[FieldPath, str]]:
                 f"host {host.name!r} has backend 'emulated', which gets its SSH endpoint "
                 "from the bench: expected no 'ssh:' (or set 'backend: lab')",
             )
-        if host.hypervisor == "qemu" and host.backend != "emulated":
-            yield (
-                ("hosts", h, "hypervisor"),
-                f"host {host.name!r} has backend {host.backend!r}: the QEMU hypervisor runs on "
-                "emulated hosts for now: expected 'backend: emulated' or 'hypervisor: emulated'",
-            )
         yield from _real_nic_rules(h, host)
         for i, iface in enumerate(host.interfaces):
             reserved = RESERVED_INTERFACE_NAMES.get(iface.name)

@@ -195,6 +195,13 @@ class QemuHost(_Strict):
         "topology file): `make qemu-sriov-image` makes build/qemu-sriov-host",
     )
     memory_mb: Count = Field(default=512, ge=256, le=8192)
+    cpus: Count = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="virtual CPUs; 2 for a host that runs QEMU guests of its own "
+        "('hypervisor: qemu'), so the nested guest's TCG thread has one to itself",
+    )
 
 
 class Nic(_Strict):

@@ -41,6 +41,7 @@ def boot_qemu_hosts(
             work_dir=state.directory / "qemu" / host.name,
             ssh_port=host.ssh.port,
             memory_mb=host.qemu.memory_mb,
+            smp=host.qemu.cpus,
         )
         if not (config.image_dir / "initrd.img").is_file():
             raise UsageError(
