@@ -89,7 +89,9 @@ class QemuHypervisor:
     def probe_pps_limit(self) -> int | None:
         """The rate of echo requests a guest answers exactly: a TCG guest's emulated CPU
         falls behind well below what the generator sends (2000 pps lose frames)."""
-        return TCG_PROBE_PPS if self.guests.accelerator() == "tcg" else None
+        hosts = {g.host for g in self.lab.topology.guests}
+        accels = {self.guests.accelerator(h if self.guests.on_lab_host(h) else None) for h in hosts}
+        return TCG_PROBE_PPS if "tcg" in accels else None
 
     # -- events -------------------------------------------------------------------
 
@@ -233,6 +235,9 @@ class QemuHypervisor:
         word = monitor.wait_for({"primary-unregistered", "primary-ejected"}, deadline, asked.t)
         at = self.steered(instance, "standby", word)
         self.record(guest, instance.host, "emulation-active", stamp=at, reason="VF revoked")
+        if instance.vm.primary_vf is not None:  # its MAC goes once QEMU deleted the device
+            monitor.wait_for({"primary-ejected"}, deadline, asked.t)
+            self.guests.vf_left(instance)
 
     def offer_vf(self, guest: str) -> None:
         """Plug the primary again (``device_add``); steered to it once the guest has it."""

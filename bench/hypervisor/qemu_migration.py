@@ -150,6 +150,7 @@ class QemuMigration:
             )
         if ejected:
             at = hv.steered(source, "standby", word)
+            hv.guests.vf_left(source)  # QEMU goes on only once the device is deleted
             done = hv.record(
                 self.guest, source.host, "emulation-active", stamp=at, reason="migration"
             )
@@ -248,6 +249,10 @@ class QemuMigration:
         self, source: Instance, target: Instance, had_primary: bool, started: float
     ) -> Instance:
         hv = self.hv
+        # QEMU plugs a real VF back at once: the guest's VF driver must find its MAC
+        # (the bench hears the failure about when QEMU acts; the guest's hot-plug takes
+        # longer). A cancel by the bench set it before asking (``cancel_on``).
+        hv.guests.prepare_vf(source)
         hv.drop_monitor(target)
         hv.guests.stop(target)
         events = hv.monitor(source).events

@@ -20,7 +20,7 @@ from bench.lab.lab import Lab
 from bench.lab.remote_guests import check_host_tools, record_bridge
 from bench.progress import Progress
 from bench.qemu.guests import Instance, QemuGuests
-from bench.qemu.host_net import make_bridge
+from bench.qemu.host_net import BRIDGE, make_bridge
 from bench.topology import Host
 
 
@@ -42,7 +42,7 @@ def start_qemu_guests(lab: Lab, progress: Progress, deadline: float) -> None:
         uplink, mac, address = _uplink(host)
         if host.backend == "lab":  # a real server: journalled first, undone at teardown
             check_host_tools(lab.host(host.name))
-            record_bridge(lab.state, host.name, uplink, address)
+            record_bridge(lab.state, lab.host(host.name), BRIDGE, uplink, address)
         make_bridge(lab.host(host.name), uplink, mac, address)
     if not guests:
         return

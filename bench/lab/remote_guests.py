@@ -37,7 +37,7 @@ from drivers.pf_control import PfControlError
 TERM_GRACE_S = 5
 #: What a lab host needs on its PATH to run the bench's QEMU guests: QEMU, python3 for
 #: the socket relays and the steering watcher, iproute2's ``ip`` and ``bridge``.
-HOST_TOOLS = ("qemu-system-x86_64", "python3", "ip", "bridge")
+HOST_TOOLS = ("qemu-system-x86_64", "python3", "ip", "bridge", "timeout")
 
 
 def check_host_tools(host: SshHost) -> None:
@@ -62,16 +62,41 @@ def _records(state: LabState) -> Path:
 
 
 def _write(state: LabState, name: str, record: dict[str, Any]) -> Path:
+    """Write ``record`` whole or not at all (a torn record would stop every teardown)."""
     path = _records(state) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, sort_keys=True) + "\n")
+    partial = path.with_suffix(".part")
+    partial.write_text(json.dumps(record, sort_keys=True) + "\n")
+    partial.replace(path)
     return path
 
 
-def record_bridge(state: LabState, host: str, uplink: str, address: str | None) -> None:
-    """Before the guest bridge takes ``uplink`` on lab host ``host``."""
-    _write(state, f"bridge--{host}", {"kind": "bridge", "host": host, "uplink": uplink,
-                                      "address": address})  # fmt: skip
+def record_bridge(
+    state: LabState, host: SshHost, bridge: str, uplink: str, address: str | None
+) -> None:
+    """Before the guest bridge takes ``uplink`` on lab host ``host``; HostError if the
+    host has a ``bridge`` already (the bench would take it for its own and delete it)."""
+    if host.run(f"ip link show dev {shlex.quote(bridge)}").exit_status == 0:
+        raise HostError(
+            host.name,
+            f"it has a link named {bridge} already; the bench makes its own guest bridge "
+            "by that name: remove it, or run the guests under another hypervisor",
+        )
+    _write(state, f"bridge--{host.name}", {"kind": "bridge", "host": host.name,
+                                           "uplink": uplink, "address": address})  # fmt: skip
+
+
+def check_free(host: SshHost, taps: tuple[str, ...], pidfile: Path) -> None:
+    """HostError if a TAP name is taken or a QEMU of that PID file still runs on ``host``:
+    what the bench would later remove must be its own."""
+    taken = host.run(
+        "; ".join(f"ip link show dev {shlex.quote(t)} >/dev/null 2>&1 && echo {t}" for t in taps)
+        + "; true"
+    ).stdout.split()
+    if taken:
+        raise HostError(host.name, f"links {', '.join(taken)} exist already (another lab's?)")
+    if host.run(f"[ -s {shlex.quote(str(pidfile))} ]").exit_status == 0:
+        raise HostError(host.name, f"{pidfile} exists already (a QEMU of this lab's?)")
 
 
 def record_instance(
@@ -151,17 +176,23 @@ def _host_gone(state: LabState, host: str) -> bool:
 
 
 def undo_remote_guests(state: LabState, progress: Progress) -> list[str]:
-    """Undo every record (instances first, then bridges, then each host's directory);
-    return what was undone. A record that cannot be undone stays (see :func:`unundone`)."""
+    """Undo every record (instances first, then bridges, then each host's directory once
+    nothing of it is left); return what was undone. A record that cannot be undone stays
+    (see :func:`unundone`), and so does its host's directory."""
     undone: list[str] = []
     records = sorted(_records(state).glob("*.json"))
     ordered = [p for p in records if p.name.startswith("instance--")]
     ordered += [p for p in records if p.name.startswith("bridge--")]
     hosts: dict[str, SshHost | None] = {}
+    kept: set[str] = set()
     try:
         for path in ordered:
-            record = json.loads(path.read_text())
-            name = record["host"]
+            try:
+                record = json.loads(path.read_text())
+                name = str(record["host"])
+            except (OSError, ValueError, KeyError) as err:
+                progress(f"lab-host record {path.name} is unreadable ({err}); left for a look")
+                continue
             if _host_gone(state, name):
                 path.unlink()  # the lab's own QEMU host is gone, and everything on it
                 continue
@@ -169,16 +200,18 @@ def undo_remote_guests(state: LabState, progress: Progress) -> list[str]:
                 hosts[name] = _connect(state, name, progress)
             host = hosts[name]
             if host is None:
+                kept.add(name)
                 continue
             try:
                 (_undo_instance if record["kind"] == "instance" else _undo_bridge)(host, record)
             except (HostError, PfControlError) as err:
                 progress(f"{name}: could not undo {path.stem}: {err}")
+                kept.add(name)
                 continue
             path.unlink()
             undone.append(f"{record['kind']} on {name} ({path.stem.split('--', 2)[-1]})")
-        for host in hosts.values():
-            if host is not None and not unundone(state):
+        for name, host in hosts.items():
+            if host is not None and name not in kept:
                 host.run(f"rm -rf {shlex.quote(remote_root(state.lab))}")
     finally:
         for host in hosts.values():
@@ -199,6 +232,16 @@ def _connect(state: LabState, name: str, progress: Progress) -> SshHost | None:
         progress(f"{name}: cannot reach it to undo its QEMU guests: {err}")
         return None
     return host
+
+
+def hosts_not_undone(state: LabState) -> set[str]:
+    """Lab hosts with a record left (their PFs must not be touched: a QEMU may hold a VF)."""
+    hosts = set()
+    for path in _records(state).glob("*.json"):
+        parts = path.stem.split("--")
+        if len(parts) >= 2:
+            hosts.add(parts[1])
+    return hosts
 
 
 def unundone(state: LabState) -> list[str]:

@@ -29,7 +29,7 @@ from bench.lab.processes import (
     running_process,
     stop_processes,
 )
-from bench.lab.remote_guests import undo_remote_guests, unundone
+from bench.lab.remote_guests import hosts_not_undone, undo_remote_guests, unundone
 from bench.lab.state import LabState
 from bench.progress import Progress
 from bench.signals import shielded
@@ -123,7 +123,7 @@ def _tear_down(state: LabState, progress: Progress) -> list[str]:
     # Lab hosts first, while they still answer: their QEMU guests (which hold VFs), then
     # the real NICs (a QEMU lab host the bench booted among them).
     removed += undo_remote_guests(state, progress)
-    removed += restore_real_nics(state, progress)
+    removed += restore_real_nics(state, progress, leave=hosts_not_undone(state))
     processes = [running_process(pid, "lab process") for pid in lab_processes(state)]
     stop_processes(processes)
     removed += [f"process {p.pid}" for p in processes]

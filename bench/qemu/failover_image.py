@@ -2,8 +2,9 @@
 
 The guest is what the failover backend migrates and measures: a virtio-net NIC with
 ``failover=on`` (the standby; ``virtio_net`` makes the failover master beside it) and a
-primary (an emulated ``vmxnet3`` or ``e1000e`` standing in for the VF, or on a lab host
-a real VF: ``igbvf`` for the QEMU igb host's) that ``net_failover`` enslaves by its MAC. Its kernel answers ICMP itself; everything else
+primary that ``net_failover`` enslaves by its MAC: an emulated ``vmxnet3`` or
+``e1000e`` standing in for the VF, or on a lab host a real VF (``igbvf`` for the QEMU
+igb host's). Its kernel answers ICMP itself; everything else
 the bench asks (addresses, ``/sys/class/net`` state, counters) goes over the serial
 console, through :class:`bench.qemu.console.GuestConsole`.
 

@@ -54,8 +54,6 @@ _PAIR: dict[tuple[str, str], tuple[str, str]] = {}
 #: The consoles this process holds: (state dir, guest, instance) -> console, channel.
 _CONSOLES: dict[tuple[str, str, int], tuple[GuestConsole, paramiko.Channel]] = {}
 _CONSOLE_LOCK = threading.RLock()
-#: Lab hosts' clock offsets this process measured: (state dir, host) -> seconds.
-_CLOCK_OFFSETS: dict[tuple[str, str], float] = {}
 #: First TCP port of migration streams (the instance number is added).
 MIGRATION_PORT = 47000
 
@@ -153,20 +151,22 @@ class QemuGuests:
         files = VmFiles(base / "guests" / guest / f"qemu-{number}", guest)
         return Instance(guest, host, number, vm, files, int(pid))
 
+    def _vf_host(self, instance: Instance) -> bool:
+        """Whether the instance's host gives real VFs (its guests' VFs are journalled)."""
+        nic = primary_nic(self.lab.topology, instance.guest, instance.host)
+        return instance.vm.failover and nic is not None and nic.pci is not None
+
     def on_lab_host(self, host: str) -> bool:
         """Whether ``host`` is a real server (its files are its own, not this machine's)."""
         return self.lab.topology.host(host).backend == "lab"
 
     def clock_offset(self, host: str) -> float:
         """``host``'s clock minus this machine's: 0 for an emulated host (this machine),
-        measured once per process for a lab host (QMP and the kernel watcher stamp with
-        the host's clock)."""
+        measured for a lab host (each monitor asks as it connects: QMP and the kernel
+        watcher stamp with the host's clock, which may drift)."""
         if not self.on_lab_host(host):
             return 0.0
-        key = (str(self.lab.state.directory), host)
-        if key not in _CLOCK_OFFSETS:
-            _CLOCK_OFFSETS[key] = host_clock_offset(self.lab.host(host))
-        return _CLOCK_OFFSETS[key]
+        return host_clock_offset(self.lab.host(host))
 
     def _primary_vf(self, guest: Guest, host: str, number: int) -> PrimaryVf | None:
         """The real VF instance ``number`` of ``guest`` gets on ``host`` as its primary: the
@@ -176,12 +176,13 @@ class QemuGuests:
         if guest.nic_mode != "failover" or nic is None or nic.pci is None:
             return None
         placed = self.lab.state.placement.get(guest.name, {})
-        if placed.get("vf") and placed.get("host") == host and placed.get("instance") == number:
-            return PrimaryVf(**placed["vf"])
+        if "vf" in placed and placed.get("host") == host and placed.get("instance") == number:
+            return PrimaryVf(**placed["vf"]) if placed["vf"] else None  # None: none was free
         taken = {
             int(p["vf"]["vf"])
             for g, p in self.lab.state.placement.items()
             if g != guest.name and p.get("host") == host and p.get("vf")
+            if p["vf"]["pf_pci"] == nic.pci
         }
         free = [n for n in range(nic.vfs) if n not in taken]
         if not free:
@@ -228,11 +229,22 @@ class QemuGuests:
         pairs the primary with the standby by that MAC."""
         pf = LinuxPf(host, vf.pf_pci)
         try:
-            if pf.vf_device(vf.vf).driver != VFIO_DRIVER:
-                bind_vfio(pf, vf.vf)
+            if pf.vf_device(vf.vf).driver == VFIO_DRIVER:  # another VM's, or another lab's
+                raise LabError(
+                    f"{host.name}: VF {vf.vf} ({vf.pci}) of PF {vf.pf_pci} is already bound to "
+                    f"{VFIO_DRIVER}, so something else may be using it; the bench takes only "
+                    "VFs their own driver holds"
+                )
+            bind_vfio(pf, vf.vf)
         except PfControlError as err:
             raise LabError(f"{host.name}: VF {vf.vf} of {vf.pf_pci} for the guest: {err}") from err
         host.run(host_net.vf_mac_command(vf, mac), check=True)
+
+    def vf_left(self, instance: Instance) -> None:
+        """A real VF has left the guest (QEMU deleted the device): its MAC off it, so the
+        NIC hands the guest's frames to the PF (and the bridge, and the standby)."""
+        if instance.vm.primary_vf is not None:
+            host_net.clear_vf_mac(self.lab.host(instance.host), instance.vm.primary_vf)
 
     def prepare_vf(self, instance: Instance) -> None:
         """Before a real VF is plugged again: give it the guest's MAC (cleared while the
@@ -256,6 +268,7 @@ class QemuGuests:
         remote = self.on_lab_host(instance.host)
         image_dir = self._image_on(host) if remote else self.image_dir
         if remote:  # journalled before anything is changed on the server
+            remote_guests.check_free(host, vm.taps, instance.files.pidfile)
             remote_guests.record_instance(
                 self.lab.state,
                 instance.host,
@@ -283,7 +296,13 @@ class QemuGuests:
         return started
 
     def _undo(self, host: SshHost, instance: Instance) -> None:
-        """Remove the instance's TAPs and give its VF back (QEMU stopped already)."""
+        """Remove the instance's TAPs and give its VF back (QEMU stopped already: on a lab
+        host it is stopped here if it runs after all, by its PID file)."""
+        if self.on_lab_host(instance.host):
+            files = instance.files
+            stopped = host.run(remote_guests.stop_command(str(files.directory), files.name))
+            if stopped.exit_status != 0:
+                raise LabError(f"{host.name}: QEMU of {files.directory} did not stop")
         host_net.remove_taps(host, instance.taps)
         vf = instance.vm.primary_vf
         if vf is not None:
@@ -306,7 +325,7 @@ class QemuGuests:
             "pid": instance.pid,
             "nic": nic.name if nic is not None else None,
             "steering": steering,
-            **({"vf": asdict(vf)} if vf is not None else {}),
+            **({"vf": asdict(vf) if vf is not None else None} if self._vf_host(instance) else {}),
         }
         self.lab.state.save()
 

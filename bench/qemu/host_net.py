@@ -14,15 +14,18 @@ just learns, and inbound traffic stays on the standby's TAP after the primary
 appears until the guest happens to transmit on it: the blackout a test shows.
 
 A real VF as the primary (a lab host's PF, ``vfio-pci``) is steered as that
-documentation does it, with the PF's netdev as the bridge's uplink: while the guest
-holds the VF, the VF has the guest's MAC (``ip link set PF vf N mac MAC``: the NIC's
-embedded switch delivers that MAC to it, from the wire and from the PF) and the
-bridge sends the guest's frames out of the PF. Steered to the standby, the bridge
-sends them to the standby's TAP, the VF's MAC is cleared, and the MAC goes into the
-PF's own unicast filter (``bridge fdb replace MAC dev PF self``) so that the
-embedded switch hands the PF what VFs and the wire send to it. The VF's MAC is set
-again before the primary comes back, since the guest's VF driver takes its MAC from
-the PF when it probes.
+documentation does it, with the PF's netdev as the bridge's uplink (the NIC's
+``link:``): while the guest holds the VF, the VF has the guest's MAC (``ip link set
+PF vf N mac MAC``: the NIC's embedded switch delivers that MAC to it, from the wire
+and from the PF) and the bridge sends the guest's frames out of the PF. Steered to
+the standby, the bridge sends them to the standby's TAP and the MAC goes into the
+PF's own unicast filter (``bridge fdb replace MAC dev PF self``). The VF's MAC is
+cleared (:func:`clear_vf_mac`) only once the VF has left the guest (QEMU deleted
+the device: a revocation, a migration's unplug), never at the guest's word alone: a
+guest that reloads its VF driver, or a VF that QEMU plugs back after a failed
+migration, must find the MAC there, since the VF driver takes its MAC from the PF
+when it probes (and net_failover pairs the slaves by MAC). It is set again before
+the bench plugs the VF back.
 """
 
 from __future__ import annotations
@@ -84,6 +87,12 @@ def vf_mac_command(vf: PrimaryVf, mac: str) -> str:
     return f"ip link set dev {shlex.quote(vf.pf_netdev)} vf {vf.vf} mac {mac}"
 
 
+def clear_vf_mac(host: SshHost, vf: PrimaryVf) -> None:
+    """The VF has left the guest: its MAC off it, so the embedded switch hands the guest's
+    frames to the PF (whose filter has the MAC once steered to the standby)."""
+    host.run(vf_mac_command(vf, NO_MAC), check=True)
+
+
 def release_vf_mac(host: SshHost, pf_netdev: str, vf: int, mac: str | None) -> None:
     """The guest is gone from this host: its MAC off the VF and (if known) out of the PF's
     unicast filter (each may be gone already)."""
@@ -103,8 +112,9 @@ def steer_commands(
     to_vf: bool = False,
 ) -> list[str]:
     """Commands delivering ``mac``'s inbound frames to bridge port ``to_port`` only (the
-    guest's TAPs learn nothing); with a VF primary, the VF holds the MAC exactly when
-    ``to_vf`` (set before the bridge moves to it, cleared after the bridge moved away)."""
+    guest's TAPs learn nothing); with a VF primary and ``to_vf``, the VF gets the MAC and
+    the PF's filter loses it before the bridge moves to the PF, else the PF's filter gets
+    it after the bridge moved to the standby (the VF's MAC is left: see the module)."""
     commands = [f"bridge link set dev {tap} learning off" for tap in taps]
     fdb = f"bridge fdb replace {mac} dev {shlex.quote(to_port)} master static"
     if vf is None:
@@ -117,12 +127,7 @@ def steer_commands(
             f"{{ bridge fdb del {mac} dev {pf} self 2>/dev/null; true; }}",
             fdb,
         ]
-    return [
-        *commands,
-        fdb,
-        vf_mac_command(vf, NO_MAC),
-        f"bridge fdb replace {mac} dev {pf} self",
-    ]
+    return [*commands, fdb, f"bridge fdb replace {mac} dev {pf} self"]
 
 
 def steer(

@@ -32,8 +32,9 @@ a guest without a primary, whose words are only reported.
 
 With ``PF VF`` (a real VF as the primary), ``PRIMARY_PORT`` is the PF's netdev and a
 move also gives the VF the guest's MAC and takes it out of the PF's unicast filter
-(before the bridge moves to the PF), or clears the VF's MAC and puts it in the PF's
-filter (after the bridge moved to the standby), as ``bench.qemu.host_net`` does.
+(before the bridge moves to the PF), or puts it in the PF's filter (after the bridge
+moved to the standby), as ``bench.qemu.host_net`` does; the VF's MAC is cleared by
+the controller once the VF has left the guest, never here.
 
 Usage: python3 steering_watch.py SOCKET MAC STANDBY_TAP PRIMARY_PORT on|off [PF VF]
 """
@@ -78,8 +79,7 @@ class Steering:
                 ["sh", "-c", f"bridge fdb del {self.mac} dev {pf} self 2>/dev/null; true"],
                 fdb,
             ]
-        return [fdb, ["ip", "link", "set", "dev", pf, "vf", vf, "mac", "00:00:00:00:00:00"],
-                pf_filter]  # fmt: skip
+        return [fdb, pf_filter]  # the VF keeps its MAC until it has left the guest
 
     def move(self, to: str) -> dict[str, object]:
         """Move the MAC to ``to`` (if it is not there already); what happened."""

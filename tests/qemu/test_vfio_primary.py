@@ -84,9 +84,8 @@ def test_steering_to_the_standby_gives_the_mac_from_the_vf_to_the_pf() -> None:
     assert commands == [
         "bridge link set dev q0s0 learning off",
         f"bridge fdb replace {MAC} dev q0s0 master static",
-        f"ip link set dev eth1 vf 1 mac {host_net.NO_MAC}",
         f"bridge fdb replace {MAC} dev eth1 self",
-    ]
+    ]  # the VF keeps its MAC: the guest may still hold the VF (a driver reload)
 
 
 def test_steering_without_a_vf_moves_the_bridge_entry_only() -> None:

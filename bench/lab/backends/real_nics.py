@@ -11,7 +11,7 @@ PF reads back as recorded; while one is left, the lab's journal stays too, and
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 
 from bench.errors import HostError
@@ -72,13 +72,21 @@ def _configure(pf: LinuxPf, nic: Nic) -> None:
                 pf.set_vf(spec.vf, VfSetting(setting), value)
 
 
-def restore_real_nics(state: LabState, progress: Progress) -> list[str]:
-    """Put back every recorded PF; return what was restored. A PF that cannot be restored
-    keeps its record (see :func:`unrestored_pfs`); the others are still done."""
+def restore_real_nics(
+    state: LabState, progress: Progress, leave: Set[str] = frozenset()
+) -> list[str]:
+    """Put back every recorded PF, but those of hosts in ``leave`` (a QEMU guest there
+    may still hold a VF); return what was restored. A PF that cannot be restored keeps
+    its record (see :func:`unrestored_pfs`); the others are still done."""
     restored: list[str] = []
     for record in sorted(_records(state).glob("*.json")):
         header, body = record.read_text().split("\n", 1)
         where = json.loads(header)
+        if where["host"] in leave and not _booted_host_gone(state, where["host"]):
+            progress(
+                f"{where['host']}/{where['nic']}: not restored: a QEMU guest there is not undone"
+            )
+            continue
         endpoint = state.endpoints.get(where["host"])
         if _booted_host_gone(state, where["host"]):
             record.unlink()  # the PF was the lab's own QEMU guest's: it went with it
