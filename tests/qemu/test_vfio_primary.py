@@ -4,9 +4,12 @@ VF of the QEMU igb host) is in ``tests/sriov/test_vfio_failover_guest.py``."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
-from bench.qemu import host_net
+import pytest
+
+from bench.qemu import host_net, steering_watch
 from bench.qemu.failover_vm import (
     PRIMARY_ID,
     PRIMARY_PORT,
@@ -108,3 +111,22 @@ def test_a_vf_driver_is_the_primary_net_failover_enslaved() -> None:
     assert net.standby is not None and net.standby.name == "eth1"
     assert net.mode == "passthrough"
     assert parse_netdevs(listing.replace("eth2 eth0", "eth2 -")).mode == "emulation"
+
+
+def _shell(command: str) -> str:
+    """One command as the host's shell runs it: ``{ X; true; }`` and ``sh -c 'X; true'``
+    are the same tolerant command."""
+    return command.removeprefix("{ ").removesuffix("; }").removesuffix("; true")
+
+
+@pytest.mark.parametrize("to", ["primary", "standby"])
+def test_the_host_watcher_moves_a_vf_as_the_controller_does(to: str) -> None:
+    """The watcher (on the host, at the kernel's word) and the controller (over SSH, when
+    no watcher runs) must leave the host in the same state, in the same order."""
+    watcher = steering_watch.Steering(
+        MAC, {"standby": "q0s0", "primary": VF.pf_netdev}, True, (VF.pf_netdev, str(VF.vf))
+    )
+    heard = [_shell(c[2]) if c[0] == "sh" else shlex.join(c) for c in watcher.commands(to)]
+    port = VF.pf_netdev if to == "primary" else "q0s0"
+    controller = host_net.steer_commands(MAC, port, (), vf=VF, to_vf=to == "primary")
+    assert heard == [_shell(c) for c in controller]
