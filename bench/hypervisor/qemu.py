@@ -89,8 +89,7 @@ class QemuHypervisor:
     def probe_pps_limit(self) -> int | None:
         """The rate of echo requests a guest answers exactly: a TCG guest's emulated CPU
         falls behind well below what the generator sends (2000 pps lose frames)."""
-        hosts = {g.host for g in self.lab.topology.guests}
-        accels = {self.guests.accelerator(h if self.guests.on_lab_host(h) else None) for h in hosts}
+        accels = {self.guests.accelerator(g.host) for g in self.lab.topology.guests}
         return TCG_PROBE_PPS if "tcg" in accels else None
 
     # -- events -------------------------------------------------------------------

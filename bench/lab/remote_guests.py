@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import HostError
+from bench.lab.backends.real_nics import booted_host_gone
 from bench.lab.lab import endpoint_from_json
-from bench.lab.processes import is_running
 from bench.lab.state import LabState
 from bench.progress import Progress
-from bench.qemu.host_net import BRIDGE, release_vf_mac
+from bench.qemu.host_net import BRIDGE, release_vf_mac, remove_taps
 from bench.ssh import SshHost
 from drivers.linux_pf import LinuxPf
 from drivers.linux_pf_vfio import VFIO_DRIVER, unbind_vfio
@@ -151,8 +151,7 @@ def _undo_instance(host: SshHost, record: dict[str, Any]) -> None:
     stopped = host.run(stop_command(record["directory"], record["name"]), timeout=30.0)
     if stopped.exit_status != 0:
         raise HostError(host.name, f"QEMU of {record['directory']} did not stop")
-    if record["taps"]:
-        host.run("; ".join(f"ip link del {shlex.quote(t)} 2>/dev/null" for t in record["taps"]))
+    remove_taps(host, tuple(record["taps"]))
     if record.get("vf"):
         give_back_vf(host, record["vf"], record.get("mac"))
 
@@ -167,12 +166,6 @@ def _undo_bridge(host: SshHost, record: dict[str, Any]) -> None:
             f"ip addr add {address} dev {uplink}"
         )
     host.run(" && ".join(commands), check=True)
-
-
-def _host_gone(state: LabState, host: str) -> bool:
-    """Whether ``host`` is a QEMU host this lab booted, and its QEMU no longer runs."""
-    qemu = [r for r in state.resources if r.kind == "process" and r.name == f"qemu {host}"]
-    return bool(qemu) and not any(is_running(r) for r in qemu)
 
 
 def undo_remote_guests(state: LabState, progress: Progress) -> list[str]:
@@ -193,7 +186,7 @@ def undo_remote_guests(state: LabState, progress: Progress) -> list[str]:
             except (OSError, ValueError, KeyError) as err:
                 progress(f"lab-host record {path.name} is unreadable ({err}); left for a look")
                 continue
-            if _host_gone(state, name):
+            if booted_host_gone(state, name):
                 path.unlink()  # the lab's own QEMU host is gone, and everything on it
                 continue
             if name not in hosts:

@@ -151,10 +151,11 @@ class QemuGuests:
         files = VmFiles(base / "guests" / guest / f"qemu-{number}", guest)
         return Instance(guest, host, number, vm, files, int(pid))
 
-    def _vf_host(self, instance: Instance) -> bool:
-        """Whether the instance's host gives real VFs (its guests' VFs are journalled)."""
-        nic = primary_nic(self.lab.topology, instance.guest, instance.host)
-        return instance.vm.failover and nic is not None and nic.pci is not None
+    def _real_pf(self, guest: str, host: str, failover: bool) -> Nic | None:
+        """The real PF (``pci:``) whose VFs a failover guest gets as its primary on
+        ``host``; None for an emulated primary, no primary, or a guest without failover."""
+        nic = primary_nic(self.lab.topology, guest, host)
+        return nic if failover and nic is not None and nic.pci is not None else None
 
     def on_lab_host(self, host: str) -> bool:
         """Whether ``host`` is a real server (its files are its own, not this machine's)."""
@@ -172,8 +173,8 @@ class QemuGuests:
         """The real VF instance ``number`` of ``guest`` gets on ``host`` as its primary: the
         one it has (journalled in its placement), else the lowest VF of the host's PF that
         no other guest there holds; None without a real PF or a free VF."""
-        nic = primary_nic(self.lab.topology, guest.name, host)
-        if guest.nic_mode != "failover" or nic is None or nic.pci is None:
+        nic = self._real_pf(guest.name, host, guest.nic_mode == "failover")
+        if nic is None or nic.pci is None:
             return None
         placed = self.lab.state.placement.get(guest.name, {})
         if "vf" in placed and placed.get("host") == host and placed.get("instance") == number:
@@ -238,22 +239,21 @@ class QemuGuests:
             bind_vfio(pf, vf.vf)
         except PfControlError as err:
             raise LabError(f"{host.name}: VF {vf.vf} of {vf.pf_pci} for the guest: {err}") from err
-        host.run(host_net.vf_mac_command(vf, mac), check=True)
+        host_net.set_vf_mac(host, vf, mac)
 
     def vf_left(self, instance: Instance) -> None:
         """A real VF has left the guest (QEMU deleted the device): its MAC off it, so the
         NIC hands the guest's frames to the PF (and the bridge, and the standby)."""
         if instance.vm.primary_vf is not None:
-            host_net.clear_vf_mac(self.lab.host(instance.host), instance.vm.primary_vf)
+            host = self.lab.host(instance.host)
+            host_net.set_vf_mac(host, instance.vm.primary_vf, host_net.NO_MAC)
 
     def prepare_vf(self, instance: Instance) -> None:
         """Before a real VF is plugged again: give it the guest's MAC (cleared while the
         guest was on its standby)."""
         vf = instance.vm.primary_vf
         if vf is not None:
-            self.lab.host(instance.host).run(
-                host_net.vf_mac_command(vf, instance.vm.mac), check=True
-            )
+            host_net.set_vf_mac(self.lab.host(instance.host), vf, instance.vm.mac)
 
     def boot(self, instance: Instance, incoming: str | None = None) -> Instance:
         """Make the instance's TAPs, start its QEMU (journalled at once); steered to the
@@ -325,7 +325,11 @@ class QemuGuests:
             "pid": instance.pid,
             "nic": nic.name if nic is not None else None,
             "steering": steering,
-            **({"vf": asdict(vf) if vf is not None else None} if self._vf_host(instance) else {}),
+            **(
+                {"vf": asdict(vf) if vf is not None else None}
+                if self._real_pf(instance.guest, instance.host, instance.vm.failover)
+                else {}
+            ),
         }
         self.lab.state.save()
 

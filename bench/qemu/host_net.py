@@ -20,7 +20,7 @@ PF vf N mac MAC``: the NIC's embedded switch delivers that MAC to it, from the w
 and from the PF) and the bridge sends the guest's frames out of the PF. Steered to
 the standby, the bridge sends them to the standby's TAP and the MAC goes into the
 PF's own unicast filter (``bridge fdb replace MAC dev PF self``). The VF's MAC is
-cleared (:func:`clear_vf_mac`) only once the VF has left the guest (QEMU deleted
+cleared (:func:`set_vf_mac` with ``NO_MAC``) only once the VF has left the guest (QEMU deleted
 the device: a revocation, a migration's unplug), never at the guest's word alone: a
 guest that reloads its VF driver, or a VF that QEMU plugs back after a failed
 migration, must find the MAC there, since the VF driver takes its MAC from the PF
@@ -87,10 +87,11 @@ def vf_mac_command(vf: PrimaryVf, mac: str) -> str:
     return f"ip link set dev {shlex.quote(vf.pf_netdev)} vf {vf.vf} mac {mac}"
 
 
-def clear_vf_mac(host: SshHost, vf: PrimaryVf) -> None:
-    """The VF has left the guest: its MAC off it, so the embedded switch hands the guest's
-    frames to the PF (whose filter has the MAC once steered to the standby)."""
-    host.run(vf_mac_command(vf, NO_MAC), check=True)
+def set_vf_mac(host: SshHost, vf: PrimaryVf, mac: str) -> None:
+    """Give the VF ``mac``: the guest's before its VF driver probes (it reads its MAC from
+    the PF then), ``NO_MAC`` once the VF has left the guest (the embedded switch then
+    hands the guest's frames to the PF, whose filter has the MAC on the standby)."""
+    host.run(vf_mac_command(vf, mac), check=True)
 
 
 def release_vf_mac(host: SshHost, pf_netdev: str, vf: int, mac: str | None) -> None:

@@ -82,13 +82,13 @@ def restore_real_nics(
     for record in sorted(_records(state).glob("*.json")):
         header, body = record.read_text().split("\n", 1)
         where = json.loads(header)
-        if where["host"] in leave and not _booted_host_gone(state, where["host"]):
+        if where["host"] in leave and not booted_host_gone(state, where["host"]):
             progress(
                 f"{where['host']}/{where['nic']}: not restored: a QEMU guest there is not undone"
             )
             continue
         endpoint = state.endpoints.get(where["host"])
-        if _booted_host_gone(state, where["host"]):
+        if booted_host_gone(state, where["host"]):
             record.unlink()  # the PF was the lab's own QEMU guest's: it went with it
             restored.append(f"PF {where['host']}/{where['nic']} gone with its QEMU host")
             continue
@@ -106,7 +106,7 @@ def restore_real_nics(
     return restored
 
 
-def _booted_host_gone(state: LabState, host: str) -> bool:
+def booted_host_gone(state: LabState, host: str) -> bool:
     """Whether ``host`` is a QEMU host this lab booted, and its QEMU no longer runs."""
     qemu = [r for r in state.resources if r.kind == "process" and r.name == f"qemu {host}"]
     return bool(qemu) and not any(is_running(r) for r in qemu)
