@@ -66,7 +66,7 @@ class Nic:
         self.active: list[VirtualFunction] = []
         self.vports: dict[str, str] = {}  # vport port name -> backend socket path
         self.vport_by_peer: dict[str, str] = {}
-        self.rx_batches: dict[str, list[bytes]] = {}  # VF port -> frames of this pass
+        self.batches: dict[str, list[bytes]] = {}  # VF port or UPLINK -> frames of this pass
         self.wire = WirePort(config.uplink)
         self.pf = PfPort(self.run_dir / "pf.sock")
         self.selector.register(self.wire, selectors.EVENT_READ, self._from_wire)
@@ -201,6 +201,7 @@ class Nic:
                         self._transmit(vf, frames, queue)
             except DeviceFault as fault:
                 self.quarantine(vf, fault)
+            self.flush()  # on the wire before the VF counts as quiesced
         self._deactivate(vf)
         if vf.state != "quarantined":
             vf.quiesce()
@@ -239,16 +240,17 @@ class Nic:
         vf.irq_pending = True
 
     def _dispatch(self, deliveries: list[tuple[str, bytes]]) -> None:
-        """Send each (port, frame) on its way; frames for VFs wait in ``rx_batches``
-        until ``_flush_rx`` writes them into the rings, a batch per VF."""
-        batches = self.rx_batches
+        """Send each (port, frame) on its way; frames for VFs and for the wire wait in
+        ``batches`` until ``flush`` writes them into the rings, a batch per VF, and onto
+        the wire, one batch."""
+        batches = self.batches
         for port, frame in deliveries:
             batch = batches.get(port)
-            if batch is not None:  # the common case: another frame for a VF of this pass
+            if batch is not None:  # the common case: another frame for a port of this pass
                 batch.append(frame)
             elif port == UPLINK:
-                if self.link_up and self.powered:
-                    self.wire.send(frame)
+                if self.link_up and self.powered:  # link and power hold until the flush
+                    batches[port] = [frame]
                 else:
                     self.drops["link_down" if self.powered else "powered_off"] += 1
             elif port in self.vports:
@@ -256,8 +258,14 @@ class Nic:
             elif port in self.vf_by_port:
                 batches[port] = [frame]
 
-    def _flush_rx(self) -> None:
-        batches, self.rx_batches = self.rx_batches, {}
+    def flush(self) -> None:
+        """Put what this pass switched where it goes: the wire's batch onto the wire, each
+        VF's batch into its RX rings. Every event handler that switches frames ends with
+        it, so link, power and port settings are those the frames were switched under."""
+        batches, self.batches = self.batches, {}
+        wire = batches.pop(UPLINK, None)
+        if wire:
+            self.wire.send_many(wire)
         for port, frames in batches.items():
             vf = self.vf_by_port[port]
             engine = vf.engine
@@ -294,7 +302,7 @@ class Nic:
                 dispatch(deliver(frame))
         else:
             self.drops["link_down" if self.powered else "powered_off"] += len(frames)
-        self._flush_rx()
+        self.flush()
 
     def drain_pf(self) -> None:
         """Process the PF port until nothing waits there."""
@@ -307,7 +315,7 @@ class Nic:
             vport = self.vport_by_peer.get(peer)
             if vport is not None:
                 self._dispatch(from_port(vport, frame))
-        self._flush_rx()
+        self.flush()
 
     def _poll_vfs(self) -> bool:
         busy = False
@@ -367,13 +375,13 @@ class Nic:
         select = self.selector.select
         while not self.stopping:
             busy = self._poll_vfs()
-            self._flush_rx()
+            self.flush()
             self._raise_interrupts()
             registered = self.selector.get_map()
             for key, _ in select(0.0 if busy else self._idle_timeout()):
                 if registered.get(key.fd) is key:  # not unregistered by an earlier callback
                     key.data()
-            self._flush_rx()
+            self.flush()
             self._raise_interrupts()
 
     def close(self) -> None:

@@ -139,7 +139,7 @@ class NicOperations:
             raise ControlError(
                 f"unknown operation {op!r} (known: {', '.join(self.table)})", "EINVAL"
             )
-        self.nic._flush_rx()  # frames already switched go where the ports were before this op
+        self.nic.flush()  # frames already switched go where the ports were before this op
         if op in self.nic.injected:
             message = self.nic.injected.pop(op)
             raise ControlError(f"{op}: {message} (injected failure)", "EIO")

@@ -169,7 +169,11 @@ def _prepare(lab: Lab, spec: TrafficSpec) -> _Flow:
     recv_cmd = (
         f"{agent_command(lab, checker)} recv --iface {shlex.quote(checker_iface)} "
         f"--flow {spec.flow} --idle-exit {IDLE_EXIT_S}"
-        + (" --icmp-echo-reply" if plan.mode == "round-trip" else "")
+        + (
+            " --icmp-echo-reply"
+            if plan.mode == "round-trip"
+            else f" --udp-sink {template.spec.dport}"  # the checker's host takes it quietly
+        )
     )
     rate = f"--pps {spec.pps}" if spec.pps else "--max-rate"
     amount = (

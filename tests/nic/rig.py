@@ -244,8 +244,9 @@ def one_way(  # noqa: PLR0917 -- mirrors the agent's options
         )
     )
     checker = rig.net.agent(
-        sink, "recv", "--iface", "eth0", "--flow", str(flow), "--idle-exit", "1.0"
-    )
+        sink, "recv", "--iface", "eth0", "--flow", str(flow), "--idle-exit", "1.0",
+        "--udp-sink", str(template.spec.dport),
+    )  # fmt: skip
     checker.wait_ready()
     rate = (
         ["--pps", str(pps), "--count", str(int(pps * seconds))]
