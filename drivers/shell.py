@@ -85,6 +85,9 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
         self.broken_hold_until = 0.0  # ... and the guest's frames wait until then at most
         self.go_seq = 0
         self.rx_refill = True  # off: RX buffers are not given back to the VF (starvation tests)
+        #: The last pass posted RX buffers to the VF (a plugin posts a budget a call, so
+        #: a ring fills over a few passes after an attach or a starvation).
+        self.vf_rx_refilling = False
         #: Frames longer than a small buffer need large ones (a TAP read never spans buffers).
         self.large_reads = tap_mtu(config.tap) + 18 > SMALL
         self.fence_target = 0
@@ -273,6 +276,7 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
         spinning would take the very CPU the device needs to drain the ring).
         """
         received = 0
+        refilling = False
         vf = self.vf
         emu = self.emu
         if vf is not None and emu.fences < self.fence_target:
@@ -290,12 +294,14 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
                         got = 0 if fenced else plugin.check_rx_ring(queue, RX_BUDGET)
                         received += got
                         if self.rx_refill:
-                            plugin.add_buffers_to_rx_ring(queue)
+                            # a ring still filling (posted in budgets) is work to come back to
+                            refilling |= bool(plugin.add_buffers_to_rx_ring(queue))
                     plugin.check_tx_ring(queue)
             except Exception as err:
                 self._runtime_error(f"plugin failed: {type(err).__name__}: {err}")
             else:
                 self._watchdog(vf)
+        self.vf_rx_refilling = refilling
         received += emu.poll_rx(self._from_emu)
         emu.reclaim(self._emu_sent)
         if self.tx_path == "to-vf" and emu.tx_idle():
@@ -305,7 +311,7 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
         if before:
             self._transmit()
         read = self._from_tap() if len(self.pending) < TAP_BATCH else 0
-        return received > 0 or read > 0 or len(self.pending) < before
+        return received > 0 or read > 0 or len(self.pending) < before or refilling
 
     def _watchdog(self, vf: VfAttachment) -> None:
         if (

@@ -31,6 +31,7 @@ class GuestControl(ShellState):
                 "in_flight": vf.in_flight() if vf else 0,
                 "counters": self._counters(),
                 "buffers": self.memory.audit(),
+                "vf_rx_refilling": self.vf_rx_refilling,
                 "errors": self.errors[-20:],
                 "plugin_fault": self.plugin_fault,
                 "frozen": self.frozen,

@@ -90,9 +90,11 @@ class PassthroughPath(ShellState):
             unreported = vf.in_flight()
             self.counters["tx_dropped"] += unreported
             outcome = {"dropped": unreported}
-        self._drop_vf()
+        # The guest's frames move again before the VF's buffers are taken back: the VF is
+        # quiesced, so nothing of it is in their way, and the reclaim need not be waited on.
         self.tx_path = "emu"
         self._transmit()
+        self._drop_vf()
         return {"ok": True, **outcome}
 
     def _settle_outstanding(self, vf: VfAttachment, went: int) -> int:

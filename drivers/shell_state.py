@@ -46,6 +46,7 @@ class ShellState:
     release_mode: str
     release_delay_s: float
     rx_refill: bool
+    vf_rx_refilling: bool
 
     if TYPE_CHECKING:
 

@@ -78,6 +78,8 @@ JSON printed by ``recv`` (one line)::
       "missing_ends": [[seq, rx_ns, tx_ns]|null, ...],  # per range: the arrival that jumped it
       "longest_gap_ns": N,    # longest time between consecutive arrivals
       "gap_end_ns": int|null, # rx time of the arrival that ended it
+      "gaps": [[end_ns, gap_ns], ...],  # every gap over --gaps-over MS, in arrival order
+      "gaps_truncated": bool, # the list stops at 1000 gaps
       "gap_seq_before": int|null, "gap_seq_after": int|null,
       "latency_ns": {"min": N, "p50": N, "p99": N, "max": N} | null,
       "first_rx_ns": int|null, "last_rx_ns": int|null,
@@ -139,6 +141,8 @@ SNAP_LEN = 256
 #: Seqs at or above this are not tracked (the seen map would not fit): counted as corrupt.
 MAX_TRACKED_SEQ = 1 << 28
 MISSING_RANGES_CAP = 1000
+#: Gaps over ``--gaps-over`` a flow reports at most.
+GAPS_CAP = 1000
 POLL_MS = 50
 
 MAGIC_INT = int.from_bytes(wire.MAGIC, "big")
@@ -263,6 +267,12 @@ class SendPlan:
     count: int | None
     duration_s: float | None
     batch: int
+    #: Wall-clock second (this host's clock) to start sending at; None: at once.
+    start_at: float | None = None
+
+
+#: How far ahead ``--start-at`` may be: further is a clock or a unit mistake.
+START_AT_LIMIT_S = 600.0
 
 
 def send_plan(args: argparse.Namespace) -> SendPlan:
@@ -288,9 +298,29 @@ def send_plan(args: argparse.Namespace) -> SendPlan:
         raise SystemExit("agent send: --pps must be > 0")
     if args.batch < 1:
         raise SystemExit("agent send: --batch must be >= 1")
+    if args.start_at is not None and args.start_at - time.time() > START_AT_LIMIT_S:
+        raise SystemExit(
+            f"agent send: --start-at {args.start_at:.3f} is {args.start_at - time.time():.0f} s "
+            f"ahead of this host's clock (at most {START_AT_LIMIT_S:.0f} s; seconds since "
+            "the epoch, as `date +%s.%N` prints)"
+        )
     return SendPlan(
-        args.iface, frame, at, args.flow, args.pps, args.count, args.duration, args.batch
+        args.iface,
+        frame,
+        at,
+        args.flow,
+        args.pps,
+        args.count,
+        args.duration,
+        args.batch,
+        args.start_at,
     )
+
+
+def _wait_until(wall_s: float) -> None:
+    """Sleep until this host's clock reads ``wall_s`` (or a stop is asked for)."""
+    while not Stop.requested and (wait := wall_s - time.time()) > 0:
+        time.sleep(min(wait, 0.05))
 
 
 def run_send(plan: SendPlan) -> dict[str, Any]:
@@ -307,6 +337,8 @@ def run_send(plan: SendPlan) -> dict[str, Any]:
     if limit is None and plan.pps is not None and plan.duration_s is not None:
         limit = math.ceil(plan.pps * plan.duration_s)  # the frames due within the duration
     ready()
+    if plan.start_at is not None:
+        _wait_until(plan.start_at)
 
     stamp, time_ns, monotonic_ns, frames, at = (
         wire.stamp,
@@ -375,6 +407,7 @@ class FlowStats:
         "gap_after",
         "gap_before",
         "gap_end",
+        "gaps",
         "last_rx",
         "last_seq",
         "latencies",
@@ -403,6 +436,8 @@ class FlowStats:
         self.gap_end = 0
         self.gap_before = -1
         self.gap_after = -1
+        #: (rx time of the arrival that ended it, length) of every gap over the floor.
+        self.gaps: list[tuple[int, int]] = []
         #: Each arrival that jumped over seqs not seen yet, by its seq: (its rx time, the
         #: highest seq before it, its tx stamp). The seqs it jumped were sent just before
         #: it. Capped like the missing list; jumps that later arrivals filled make room
@@ -434,6 +469,8 @@ class FlowStats:
             "gap_end_ns": self.gap_end or None,
             "gap_seq_before": self.gap_before if self.gap_end else None,
             "gap_seq_after": self.gap_after if self.gap_end else None,
+            "gaps": [list(gap) for gap in self.gaps[:GAPS_CAP]],
+            "gaps_truncated": len(self.gaps) > GAPS_CAP,
             "latency_ns": (
                 {
                     "min": lat[0],
@@ -602,6 +639,8 @@ class RecvPlan:
     echo_replies_only: bool
     #: UDP ports to sink (``UdpSink``).
     udp_sink: tuple[int, ...] = ()
+    #: Gaps longer than this are each reported (``gaps``); None: only the longest.
+    gaps_over_ns: int | None = None
 
 
 class Checker:
@@ -677,6 +716,7 @@ class Checker:
         crc32 = zlib.crc32
         magic_int, version = MAGIC_INT, wire.VERSION
         echo_only = self.plan.echo_replies_only
+        gap_floor = self.plan.gaps_over_ns or 1 << 62
         flows = self.flows
         foreign = 0
         # The current flow, in locals (stored back on a switch and at the end).
@@ -685,6 +725,7 @@ class Checker:
         seen = bytearray()
         nseen = 0
         lat_append = array.array("q").append
+        gaps: list[tuple[int, int]] = []
         tl: list[int] = []
         run_ends: dict[int, tuple[int, int, int]] = {}
         ntl = 0
@@ -732,7 +773,7 @@ class Checker:
                 cur, cur_flow = nxt_stats, flow
                 if cur.first_seq < 0:
                     cur.first_seq, cur.first_rx, cur.last_rx, cur.last_seq = seq, rx, rx, seq
-                seen, lat_append, tl = cur.seen, cur.latencies.append, cur.timeline
+                seen, lat_append, tl, gaps = cur.seen, cur.latencies.append, cur.timeline, cur.gaps
                 run_ends = cur.run_ends
                 nseen, ntl, t0 = len(seen), len(tl), cur.first_rx
                 max_seq, last_rx, last_seq = cur.max_seq, cur.last_rx, cur.last_seq
@@ -758,6 +799,8 @@ class Checker:
             if gap > max_gap:
                 max_gap = gap
                 cur.gap_end, cur.gap_before, cur.gap_after = rx, last_seq, seq
+            if gap > gap_floor and len(gaps) <= GAPS_CAP:
+                gaps.append((rx, gap))
             last_rx = rx
             last_seq = seq
             bucket = (rx - t0) // 1_000_000
@@ -881,6 +924,14 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument(
         "--batch", type=int, default=64, help="frames per sendmmsg (default 64; paced: <= 1 ms)"
     )
+    send.add_argument(
+        "--start-at",
+        type=float,
+        metavar="EPOCH_S",
+        help="print READY, then start sending when this host's clock reads EPOCH_S (seconds "
+        "since the epoch): generators started one after another begin together, so no "
+        "generator's start-up falls inside another's measurement. Default: at once",
+    )
     recv = modes.add_parser(
         "recv",
         help="count stamped frames arriving on an interface",
@@ -905,6 +956,13 @@ def parser() -> argparse.ArgumentParser:
         "--icmp-echo-reply",
         action="store_true",
         help="reflector mode: count only ICMP/ICMPv6 echo replies (latency = round trip)",
+    )
+    recv.add_argument(
+        "--gaps-over",
+        type=float,
+        metavar="MS",
+        help="also report every gap between arrivals longer than MS milliseconds (its end "
+        "and length; the first 1000 a flow), to tell which gap fell in which event",
     )
     recv.add_argument(
         "--udp-sink",
@@ -940,6 +998,8 @@ def recv_plan(args: argparse.Namespace) -> RecvPlan:
     for port in args.udp_sink or ():
         if not 1 <= port <= 0xFFFF:
             raise SystemExit(f"agent recv: --udp-sink {port} is not a UDP port (1..65535)")
+    if args.gaps_over is not None and not args.gaps_over > 0:
+        raise SystemExit(f"agent recv: --gaps-over {args.gaps_over:g} must be > 0 (ms)")
     return RecvPlan(
         args.iface,
         frozenset(args.flow) if args.flow else None,
@@ -948,6 +1008,7 @@ def recv_plan(args: argparse.Namespace) -> RecvPlan:
         args.ring_mb,
         args.icmp_echo_reply,
         tuple(args.udp_sink or ()),
+        int(args.gaps_over * 1e6) if args.gaps_over is not None else None,
     )
 
 

@@ -27,11 +27,15 @@ VENDOR = "alpha"
 VERSION = "1.2"
 API_VERSION = "1.0"
 MASK = 0xFFFFFFFF
+#: Buffers kept posted per queue: a deep ring rides out scheduling delays.
 RX_POST_LIMIT = 4095
+#: Buffers posted per call at most, as a NAPI poll refills in budgets: the first
+#: fill after ``sw_init`` spreads over a few of the shell's passes instead of
+#: holding the guest's traffic for the whole ring (the shell calls again while
+#: buffers go in).
+RX_REFILL_BUDGET = 256
 #: The write-back fields the driver reads: length, status, errors, VLAN (from byte 4).
-RX_WB_FIELDS = struct.Struct(
-    "<HBBH"
-)  # buffers kept posted per queue (a deep ring rides out scheduling delays)
+RX_WB_FIELDS = struct.Struct("<HBBH")
 
 
 class AlphaPlugin:
@@ -147,7 +151,7 @@ class AlphaPlugin:
         shadow, alloc = self.rx_shadow[queue], self.services.alloc_small_buffer
         tail, limit = self.rx_tail[queue], min(self.size - 1, RX_POST_LIMIT)
         added = 0
-        while tail - self.rx_clean[queue] < limit:
+        while tail - self.rx_clean[queue] < limit and added < RX_REFILL_BUDGET:
             buffer = alloc()
             if buffer is None:
                 break

@@ -26,7 +26,9 @@ VENDOR = "beta"
 VERSION = "3.0"
 API_VERSION = "1.0"
 MASK = 0xFFFFFFFF
+#: Buffers kept posted per queue, and posted per call at most (see the alpha plugin).
 RX_POST_LIMIT = 4095
+RX_REFILL_BUDGET = 256
 
 
 class BetaPlugin:
@@ -153,7 +155,7 @@ class BetaPlugin:
         )
         tail, added = self.rx_tail[queue], 0
         limit = min(size, RX_POST_LIMIT)
-        while tail - self.rx_ci[queue] < limit:
+        while tail - self.rx_ci[queue] < limit and added < RX_REFILL_BUDGET:
             buffer = alloc()
             if buffer is None:
                 break

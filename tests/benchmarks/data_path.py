@@ -5,12 +5,15 @@
   short trials — generator->guest and guest->generator, in passthrough, in
   emulation, and through the reference: one plain Python loop moving frames
   between the same TAP and the same uplink (``raw_forwarder``).
-* The planned-switch blackout: the longest gap between arrivals while the
-  guest switches passthrough -> emulation -> passthrough under traffic both
-  ways, beside the longest gap of the same traffic, as long, without switches;
-  and the frames lost doing it. The raw gap is the figure judged; the gap net
-  of the no-switch one (what scheduling on this shared machine costs any
-  traffic) is reported beside it, labelled as such, for context.
+* The planned-switch blackout (PF-02): the guest switches passthrough ->
+  emulation -> passthrough five times under traffic both ways (one frame every
+  0.1 ms each way). A switch's blackout is the longest gap between arrivals
+  that overlaps it (from the request to the device's answer), per direction;
+  the figure judged is the worst switch's, in either direction, beside the
+  longest gap of the same traffic, as long, without switches: what this shared
+  2-core VM costs any traffic (its vCPUs stall for ~3 ms now and then even
+  when idle). For context, also the longest gap of the whole switching window,
+  switch or not, and the frames lost doing it.
 
 Targets (issue "NIC emulators and the NPA data path"): passthrough at least
 1.5x emulation and at least 50% of the reference; blackout under 5 ms; 0 lost.
@@ -18,6 +21,7 @@ Targets (issue "NIC emulators and the NPA data path"): passthrough at least
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +37,17 @@ SWITCH_PPS = 10_000
 SWITCHES = 5
 #: Both windows of the blackout benchmark last as long: a longer window sees longer gaps.
 GAP_WINDOW_S = 3.0
+#: Both directions' generators start together this long after they are launched, so
+#: neither one's start-up (a Python process starting) falls inside the other's window.
+GAP_START_S = 1.5
+#: The switches begin this long after the traffic.
+SWITCH_AFTER_S = 0.5
+#: One frame a send: at the agent's default (1 ms of frames a batch) frames arrive in
+#: bursts 1 ms apart, and every gap measured would include up to 1 ms of that spacing.
+GAP_BATCH = 1
+#: The checker lists every gap longer than this (ms): 5 frame spacings at SWITCH_PPS.
+#: A switch that no listed gap overlaps had a blackout below it, and counts as it.
+GAPS_OVER_MS = 0.5
 DIRECTIONS = (("t", "g1", "generator->guest"), ("g1", "t", "guest->generator"))
 
 
@@ -83,16 +98,27 @@ def _to_emulation(rig: Rig) -> None:
 
 def _gaps(rig: Rig, seconds: float, during: Callable[[], None]) -> dict[str, Any]:
     results: dict[str, Any] = {}
+    start_at = time.time() + GAP_START_S
 
     def run(src: str, dst: str, flow: int) -> None:
-        results[src] = one_way(rig, src, dst, seconds=seconds, pps=SWITCH_PPS, flow=flow)
+        results[src] = one_way(
+            rig,
+            src,
+            dst,
+            seconds=seconds,
+            pps=SWITCH_PPS,
+            flow=flow,
+            start_at=start_at,
+            batch=GAP_BATCH,
+            gaps_over_ms=GAPS_OVER_MS,
+        )
 
     threads = [
         threading.Thread(target=run, args=(s, d, n)) for n, (s, d, _) in enumerate(DIRECTIONS, 1)
     ]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
+    time.sleep(max(0.0, start_at + SWITCH_AFTER_S - time.time()))  # a schedule, not a wait
     during()
     for thread in threads:
         thread.join()
@@ -101,16 +127,33 @@ def _gaps(rig: Rig, seconds: float, during: Callable[[], None]) -> dict[str, Any
         r["sender"]["sent"] - next(iter(r["flows"].values()))["received"] for r in results.values()
     )
     sent = sum(r["sender"]["sent"] for r in results.values())
-    return {"gap_ms": gap, "lost": lost, "sent": sent}
+    flows = {label: next(iter(results[src]["flows"].values())) for src, _, label in DIRECTIONS}
+    return {"gap_ms": gap, "lost": lost, "sent": sent, "flows": flows}
 
 
-def _switches(rig: Rig) -> None:
+def _switches(rig: Rig, done: list[tuple[int, int]]) -> None:
+    """Switch back and forth; each switch's (requested, answered) wall-clock ns into ``done``
+    (the clock the checkers' kernel arrival stamps use)."""
     with rig.vmx() as vmx:
         for _ in range(SWITCHES):
-            vmx.call("switch", to="emulation")
-            time.sleep(0.1)
-            vmx.call("switch", to="passthrough")
-            time.sleep(0.1)
+            for target in ("emulation", "passthrough"):
+                requested = time.time_ns()
+                vmx.call("switch", to=target)
+                done.append((requested, time.time_ns()))
+                time.sleep(0.1)
+
+
+def blackout_per_switch(flow: dict[str, Any], switches: list[tuple[int, int]]) -> list[float]:
+    """Each switch's blackout in one direction (ms): the longest gap between arrivals that
+    overlaps it; GAPS_OVER_MS when none of the listed gaps (all longer than that) does."""
+    assert not flow["gaps_truncated"], "more gaps than the checker lists: the window is broken"
+    worst = []
+    for requested, answered in switches:
+        overlapping = [
+            length for end, length in flow["gaps"] if end - length < answered and end > requested
+        ]
+        worst.append(max(overlapping, default=int(GAPS_OVER_MS * 1e6)) / 1e6)
+    return worst
 
 
 def _core(rate: float) -> str:
@@ -151,37 +194,32 @@ def run() -> list[Comparison]:
                            f"context: a core is {_core(pt)} / {_core(emu)} us", None, STEPS)
             )  # fmt: skip
     print("data path: planned-switch blackout ...", flush=True)
+    switches: list[tuple[int, int]] = []
     with Rig() as rig:
         rig.wait_mode("passthrough")
         quiet = _gaps(rig, GAP_WINDOW_S, lambda: None)
-        switching = _gaps(rig, GAP_WINDOW_S, lambda: _switches(rig))
+        switching = _gaps(rig, GAP_WINDOW_S, lambda: _switches(rig, switches))
+    per_direction = {
+        label: blackout_per_switch(flow, switches) for label, flow in switching["flows"].items()
+    }
+    worst = max(max(blackouts) for blackouts in per_direction.values())
+    n = len(switches)
     results.append(
-        Comparison(
-            "switch blackout",
-            "longest gap, switching",
-            switching["gap_ms"],
-            "without switches",
-            quiet["gap_ms"],
-            "ms",
-            "< 5 ms",
-            switching["gap_ms"] < 5.0,
-            SWITCHES * 2,
-        )
-    )
-    net = max(0.0, switching["gap_ms"] - quiet["gap_ms"])
+        Comparison("switch blackout", "worst switch, longest gap", worst,
+                   "longest gap without switches", quiet["gap_ms"], "ms", "< 5 ms",
+                   worst < 5.0, n)
+    )  # fmt: skip
+    for label, blackouts in per_direction.items():
+        results.append(
+            Comparison(f"switch blackout {label}", "worst switch", max(blackouts),
+                       "median switch", statistics.median(blackouts), "ms",
+                       "context: per direction (PF-02)", None, n)
+        )  # fmt: skip
     results.append(
-        Comparison(
-            "switch blackout net",
-            "switching gap - no-switch gap",
-            net,
-            "no-switch gap",
-            quiet["gap_ms"],
-            "ms",
-            "context: net of scheduling",
-            None,
-            SWITCHES * 2,
-        )
-    )
+        Comparison("switch window longest gap", "switching, switch or not", switching["gap_ms"],
+                   "without switches", quiet["gap_ms"], "ms",
+                   "context: any gap in the window", None, n)
+    )  # fmt: skip
     results.append(
         Comparison(
             "switch loss",

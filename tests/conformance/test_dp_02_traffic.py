@@ -178,7 +178,11 @@ def test_dp04_rx_starvation_then_refill_resumes_traffic_with_balanced_buffers(
     guest's buffer accounting balances and the VF's ring is fully posted again; no errors."""
     gen = kit.generator(lab)
     vf = kit.status(lab, guest)["vf"]
-    posted = kit.driver_status(lab, guest)["buffers"]["vf-rx"]
+    # the plugin posts a budget a call: a ring attached just now may still be filling
+    posted = wait_for(
+        "the VF's RX ring fully posted",
+        lambda: not (d := kit.driver_status(lab, guest))["vf_rx_refilling"] and d,
+    )["buffers"]["vf-rx"]
     errors = kit.driver_status(lab, guest)["errors"]
     no_buffer = vf_state(lab, guest, vf)["counters"]["rx_no_buffer"]
     cleanup.defer("rx-refill", lambda: driver_call(lab, guest, "rx-refill", on=True))

@@ -221,8 +221,14 @@ def one_way(  # noqa: PLR0917 -- mirrors the agent's options
     pps: int | None = None,
     size: int = 128,
     flow: int = 1,
+    start_at: float | None = None,
+    batch: int | None = None,
+    gaps_over_ms: float | None = None,
 ) -> dict[str, Any]:
-    """Stamped UDP from role ``source`` to role ``sink`` ("t" or "g<n>"); the checker's JSON."""
+    """Stamped UDP from role ``source`` to role ``sink`` ("t" or "g<n>"); the checker's JSON.
+    ``start_at``: the wall-clock second the sender starts (default: once it is ready);
+    ``batch``: frames per send (default: the agent's, at most 1 ms of frames);
+    ``gaps_over_ms``: the checker lists every gap longer than that (``gaps``)."""
     from bench.traffic.packets import PacketSpec, build_template
 
     def addr(role: str) -> tuple[str, str]:
@@ -246,6 +252,7 @@ def one_way(  # noqa: PLR0917 -- mirrors the agent's options
     checker = rig.net.agent(
         sink, "recv", "--iface", "eth0", "--flow", str(flow), "--idle-exit", "1.0",
         "--udp-sink", str(template.spec.dport),
+        *(["--gaps-over", str(gaps_over_ms)] if gaps_over_ms is not None else []),
     )  # fmt: skip
     checker.wait_ready()
     rate = (
@@ -265,6 +272,8 @@ def one_way(  # noqa: PLR0917 -- mirrors the agent's options
         "--flow",
         str(flow),
         *rate,
+        *(["--start-at", f"{start_at:.6f}"] if start_at is not None else []),
+        *(["--batch", str(batch)] if batch is not None else []),
     )
     sender.wait_ready()
     sent = sender.result(timeout=seconds + 30)
