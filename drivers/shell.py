@@ -49,6 +49,12 @@ from nic_emulators.control import ControlError, ControlServer
 from nic_emulators.process_main import serve
 
 IDLE_WAKE_S = 0.05
+#: While frames keep moving, the shell looks at its sockets (the device's steps, the
+#: guest-side control) and drains its interrupt notifications once every this many
+#: passes: the rings and the TAP are polled by every pass anyway, and a pass costs a
+#: third less without the ``epoll_wait`` (py-spy: ~12% of the shell's time in
+#: passthrough at 150,000 frames/s went to it, a few frames a pass).
+BUSY_PASSES_PER_SELECT = 4
 COUNTERS = (
     "tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_dropped", "rx_dropped",
     "vf_tx_packets", "vf_rx_packets", "emu_tx_packets", "emu_rx_packets", "tx_ring_full",
@@ -340,12 +346,17 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
         self._send_vmx("ready")
         select = self.selector.select
         timeout = 0.0
+        busy_passes = 0
         while not self.stopping:
-            self._watch_tap(not self.frozen and len(self.pending) < TAP_BATCH)
-            registered = self.selector.get_map()
-            for key, _ in select(timeout):
-                if registered.get(key.fd) is key:  # not unregistered by an earlier callback
-                    key.data()
+            if timeout == 0.0 and busy_passes < BUSY_PASSES_PER_SELECT - 1:
+                busy_passes += 1
+            else:
+                busy_passes = 0
+                self._watch_tap(not self.frozen and len(self.pending) < TAP_BATCH)
+                registered = self.selector.get_map()
+                for key, _ in select(timeout):
+                    if registered.get(key.fd) is key:  # not unregistered by an earlier callback
+                        key.data()
             if self.pending_hold is not None and time.monotonic() >= self.pending_hold[1]:
                 seq, self.pending_hold = self.pending_hold[0], None
                 self.tx_path = "hold"

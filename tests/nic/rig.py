@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,11 +225,13 @@ def one_way(  # noqa: PLR0917 -- mirrors the agent's options
     start_at: float | None = None,
     batch: int | None = None,
     gaps_over_ms: float | None = None,
+    after_send: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Stamped UDP from role ``source`` to role ``sink`` ("t" or "g<n>"); the checker's JSON.
     ``start_at``: the wall-clock second the sender starts (default: once it is ready);
     ``batch``: frames per send (default: the agent's, at most 1 ms of frames);
-    ``gaps_over_ms``: the checker lists every gap longer than that (``gaps``)."""
+    ``gaps_over_ms``: the checker lists every gap longer than that (``gaps``);
+    ``after_send``: called once the sender is done, before the checker is waited for."""
     from bench.traffic.packets import PacketSpec, build_template
 
     def addr(role: str) -> tuple[str, str]:
@@ -277,6 +280,8 @@ def one_way(  # noqa: PLR0917 -- mirrors the agent's options
     )
     sender.wait_ready()
     sent = sender.result(timeout=seconds + 30)
+    if after_send is not None:
+        after_send()
     got = checker.result(timeout=seconds + 30)
     got["sender"] = sent
     return got

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -176,6 +178,38 @@ def test_passthrough_carries_sequenced_traffic_both_ways_exactly(make_rig: Any, 
     assert all(q["rx_packets"] == 0 for q in again), (
         "GET_QUEUE_STATS must report deltas since the last read"
     )
+
+
+def test_a_stalled_shell_loses_nothing_the_guest_sent_meanwhile(make_rig: Any) -> None:
+    """Steps: stop the shell's process (SIGSTOP, as a host that does not run it for a
+    while); the guest sends a 5000-frame burst; continue the shell once the burst is out.
+    Verify: every frame arrives, all of them after the burst was sent (they waited in
+    the guest's TAP, whose queue the shell sized), and the TAP dropped none."""
+    rig = make_rig()
+    rig.wait_mode("passthrough")
+    shell = rig.procs["shell vm1"].popen.pid
+    os.kill(shell, signal.SIGSTOP)
+    try:
+        result = one_way(
+            rig,
+            "g1",
+            "t",
+            seconds=0.1,
+            pps=50_000,
+            after_send=lambda: os.kill(shell, signal.SIGCONT),
+        )
+    finally:
+        os.kill(shell, signal.SIGCONT)
+    stats = flow(result)
+    assert_exact(stats, "a 5000-frame burst sent while the shell was stopped", rig)
+    assert stats["first_rx_ns"] > result["sender"]["last_tx_ns"], (
+        "frames arrived while the shell was stopped: the stall was not one"
+    )
+    dropped = subprocess.run(
+        ["ip", "-n", rig.ns("g1"), "-j", "-s", "link", "show", "dev", "eth0"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert json.loads(dropped)[0]["stats64"]["tx"]["dropped"] == 0, dropped
 
 
 @pytest.mark.parametrize("model", MODELS)
