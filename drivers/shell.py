@@ -55,6 +55,14 @@ IDLE_WAKE_S = 0.05
 #: third less without the ``epoll_wait`` (py-spy: ~12% of the shell's time in
 #: passthrough at 150,000 frames/s went to it, a few frames a pass).
 BUSY_PASSES_PER_SELECT = 4
+#: A busy pass that moved fewer frames than this waits COALESCE_S before the next one,
+#: as a NIC's interrupt moderation does: frames gather in the TAP's queue and the rings,
+#: and the next pass moves them for one pass's cost (a pass costs about as much as a
+#: few frames). At most 50 us more latency; measured on the 2-core dev VM (RFC 2544,
+#: passthrough): guest->generator 150,000 -> 192,000-194,000 frames/s, generator->guest
+#: 154,000 -> 181,000, emulation unchanged (122,500 / 91,000).
+COALESCE_BELOW = 8
+COALESCE_S = 50e-6
 COUNTERS = (
     "tx_packets", "tx_bytes", "rx_packets", "rx_bytes", "tx_dropped", "rx_dropped",
     "vf_tx_packets", "vf_rx_packets", "emu_tx_packets", "emu_rx_packets", "tx_ring_full",
@@ -274,8 +282,9 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
 
     # -- the loop -------------------------------------------------------------
 
-    def _service(self) -> bool:
-        """Poll every ring once; True if frames moved that may have more behind them.
+    def _service(self) -> int:
+        """Poll every ring once; how many frames moved (0: none that may have more behind
+        them; a ring still filling counts as one).
 
         TX completions alone do not count: a guest sending faster than the VF
         drains waits for the completion interrupt instead of spinning (the
@@ -317,7 +326,7 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
         if before:
             self._transmit()
         read = self._from_tap() if len(self.pending) < TAP_BATCH else 0
-        return received > 0 or read > 0 or len(self.pending) < before or refilling
+        return received + read + max(0, before - len(self.pending)) + refilling
 
     def _watchdog(self, vf: VfAttachment) -> None:
         if (
@@ -370,8 +379,10 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
                 self._transmit()
             if self.frozen:  # stopped for stop-and-copy: only the device's steps are heard
                 timeout = IDLE_WAKE_S
-            elif self._service():
+            elif moved := self._service():
                 timeout = 0.0
+                if moved < COALESCE_BELOW:
+                    time.sleep(COALESCE_S)
             else:
                 timeout = self._arm()
             if self.pending_hold is not None:
