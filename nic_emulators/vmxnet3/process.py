@@ -41,6 +41,7 @@ from nic_emulators.shm import SharedRegion
 from nic_emulators.vmxnet3 import layout as v
 from nic_emulators.vmxnet3.backend import EmulationBackend, EmulationFault, PfVport
 from nic_emulators.vmxnet3.device import DeviceModel
+from nic_emulators.vmxnet3.nic_requests import NicRequests
 from nic_emulators.vmxnet3.relocation import GuestRelocation
 
 IDLE_WAKE_S = 0.01
@@ -81,8 +82,11 @@ class VmxProcess:
         self.deferred_events: list[dict[str, Any]] = []
         self.filters: dict[str, Any] = {"multicast": [], "promisc": False, "allmulti": False}
         self.announced = "emulation"
+        self.nic_requests: NicRequests | None = None
         if config.nic_control:
             self.device.nic = ControlClient(config.nic_control)
+            self.nic_requests = NicRequests(config.nic_control, self.selector, self._nic_reply)
+            self.device.ask_nic = self.nic_requests.ask
             self._subscribe_nic()
         policy = {
             "mac_change": config.policy.mac_change,
@@ -197,6 +201,10 @@ class VmxProcess:
 
     def _after_return(self, result: dict[str, Any] | None, error: str | None) -> None:
         del result, error  # the history records it
+
+    def _nic_reply(self, seq: int, reply: dict[str, Any]) -> None:
+        self.device.shell_answer(seq, reply)
+        self.react()
 
     # -- the shell ------------------------------------------------------------
 
@@ -433,6 +441,8 @@ class VmxProcess:
                         self.device.nic.call("VF_RELEASE", vf=self.device.vf)
                 with contextlib.suppress(ControlError):
                     self.device.nic.call("VPORT_DEL", guest=self.config.guest)
+        if self.nic_requests is not None:
+            self.nic_requests.close()
         if self.device.nic is not None:
             self.device.nic.close()
         self.control.close()
