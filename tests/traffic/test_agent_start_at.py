@@ -25,8 +25,8 @@ def _sender(pair: Pair, *extra: str):  # type: ignore[no-untyped-def]
 def test_generators_wait_for_their_start_time(pair: Pair) -> None:
     """Steps: a checker on b; two generators on a, launched one after the other, both
     with the same ``--start-at`` 1.5 s ahead. Verify: both are READY before that time;
-    neither sends a frame before it; both first frames leave within 50 ms of it; every
-    frame arrives."""
+    neither sends a frame before it (one that did not wait sends ~1 s early); both first
+    frames leave within 200 ms of it; every frame arrives."""
     recv = pair.net.agent("b", "recv", "--iface", pair.b_iface, "--idle-exit", "0.5")
     recv.wait_ready()
     start_at = time.time() + 1.5
@@ -40,7 +40,7 @@ def test_generators_wait_for_their_start_time(pair: Pair) -> None:
     for result in results:
         assert result["sent"] == COUNT, result
         late_ms = (result["first_tx_ns"] - start_at * 1e9) / 1e6
-        assert 0 <= late_ms < 50, f"first frame {late_ms:.1f} ms after the start time: {result}"
+        assert 0 <= late_ms < 200, f"first frame {late_ms:.1f} ms after the start time: {result}"
     flow = recv.result()["flows"]["5"]
     assert flow["received"] == 2 * COUNT, flow  # two generators, the same seqs: each twice
 
