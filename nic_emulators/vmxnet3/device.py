@@ -59,16 +59,14 @@ class DeviceModel:
     """Modes, reasons and the switch sequences of one guest's vmxnet3 device."""
 
     def __init__(
-        self,
-        config: VmxConfig,
-        tell_shell: Callable[[str, dict[str, Any]], None],
-        ask_nic: AskNic | None = None,
+        self, config: VmxConfig, tell_shell: Callable[[str, dict[str, Any]], None]
     ) -> None:
         self.config = config
         self.tell_shell = tell_shell
-        #: None: ``nic_step`` makes a blocking call.
-        self.ask_nic = ask_nic
+        #: The NIC: blocking calls (``nic_op``), and requests not waited on (``nic_step``),
+        #: both set by the process when its host has an SR-IOV NIC.
         self.nic: ControlClient | None = None
+        self.ask_nic: AskNic | None = None
         self.mode = "emulation"
         self.reason = "starting"
         self.vf: int | None = None
@@ -157,7 +155,8 @@ class DeviceModel:
         self.next_step_timeout_s = None
         self.waiting_for = (seq, time.monotonic() + timeout, timeout)
         self.waiting_event = event
-        if event == NIC_STEP and self.ask_nic is not None:
+        if event == NIC_STEP:
+            assert self.ask_nic is not None  # nic_step yields none without it
             self.ask_nic(seq, details["op"], details["args"])
             return
         self.steps.append(f"shell {event}")
@@ -212,10 +211,8 @@ class DeviceModel:
     def nic_step(self, op: str, **args: Any) -> Generator[Step, dict[str, Any], dict[str, Any]]:
         """``nic_op`` without stopping the process (``yield from``): the NIC's result, or
         ControlError as ``nic_op`` raises it."""
-        if self.nic is None:
-            raise SwitchFailed("no SR-IOV NIC on this host")
         if self.ask_nic is None:
-            return self.nic_op(op, **args)
+            raise SwitchFailed("no SR-IOV NIC on this host")
         self.steps.append(op)
         reply = yield (NIC_STEP, {"op": op, "args": args})
         if not reply.get("ok"):

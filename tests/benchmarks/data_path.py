@@ -122,13 +122,14 @@ def _gaps(rig: Rig, seconds: float, during: Callable[[], None]) -> dict[str, Any
     during()
     for thread in threads:
         thread.join()
-    gap = max(next(iter(r["flows"].values()))["longest_gap_ns"] for r in results.values()) / 1e6
-    lost = sum(
-        r["sender"]["sent"] - next(iter(r["flows"].values()))["received"] for r in results.values()
-    )
-    sent = sum(r["sender"]["sent"] for r in results.values())
     flows = {label: next(iter(results[src]["flows"].values())) for src, _, label in DIRECTIONS}
-    return {"gap_ms": gap, "lost": lost, "sent": sent, "flows": flows}
+    sent = sum(r["sender"]["sent"] for r in results.values())
+    return {
+        "gap_ms": max(f["longest_gap_ns"] for f in flows.values()) / 1e6,
+        "lost": sent - sum(f["received"] for f in flows.values()),
+        "sent": sent,
+        "flows": flows,
+    }
 
 
 def _switches(rig: Rig, done: list[tuple[int, int]]) -> None:
