@@ -15,6 +15,7 @@ import selectors
 import time
 from typing import Any
 
+from drivers.guest_memory import CODE
 from drivers.plugin_api import PLAIN_SEND, TX_RING_FULL, Buffer, SgEntry
 from drivers.shell_state import ShellState
 from drivers.vf_attachment import VfAttachment
@@ -70,21 +71,7 @@ class FramePaths(ShellState):
         room = TAP_BATCH - len(pending)
         if room <= 0:
             return 0  # backpressure: the TAP's own queue holds the rest
-        read = 0
-        memory, readv, tap = self.memory, os.readv, self.tap
-        take, view, large = memory.take, memory.view, self.large_reads
-        for _ in range(room):
-            buffer = take("pending", large)
-            if buffer is None:
-                break
-            addr = buffer.addr
-            try:
-                length = readv(tap, [view[addr : addr + buffer.size]])
-            except BlockingIOError:
-                memory.give_back(buffer.id, "pending")
-                break
-            pending.append((buffer, length))
-            read += 1
+        read = self.memory.read_frames(self.tap, room, "pending", self.large_reads, pending)
         self._transmit()
         return read
 
@@ -107,25 +94,43 @@ class FramePaths(ShellState):
             self._transmit_emu()
 
     def _transmit_vf(self, vf: VfAttachment) -> None:
-        pending, move, plugin = self.pending, self.memory.move, vf.plugin
+        """Post what is pending on the VF's TX ring, in order, until the ring is full.
+
+        The guest's hot send path in passthrough, so written for speed: one pass over
+        ``pending`` and one bulk removal of what was posted, the buffer's move to
+        ``vf-tx`` as ``GuestMemory.move`` does it, and each frame's ``SgEntry`` made
+        with ``tuple.__new__`` (a NamedTuple's own ``__new__`` is a Python function)."""
+        pending, plugin = self.pending, vf.plugin
+        state, was, now = self.memory.state, CODE["pending"], CODE["vf-tx"]
         outstanding = vf.outstanding[0]  # one TX queue: the guest's frames stay in order
+        add, queued, entry = plugin.add_frame_to_tx_ring, outstanding.append, tuple.__new__
+        if not outstanding:
+            vf.last_progress = time.monotonic()
         try:
-            if not outstanding:
-                vf.last_progress = time.monotonic()
             while pending:
-                buffer, length = pending[0]
-                last = len(pending) == 1
-                if (
-                    plugin.add_frame_to_tx_ring(0, PLAIN_SEND, [SgEntry(buffer, length)], last)
-                    == TX_RING_FULL
-                ):
-                    self.counters["tx_ring_full"] += 1
-                    if not plugin.check_tx_ring(0):
-                        break
-                    continue
-                move(buffer.id, "pending", "vf-tx")
-                outstanding.append((buffer.id, length))
-                pending.popleft()
+                count, posted, full = len(pending), 0, False
+                try:
+                    for buffer, length in pending:
+                        sgl = [entry(SgEntry, (buffer, length))]
+                        if add(0, PLAIN_SEND, sgl, posted + 1 == count) == TX_RING_FULL:
+                            full = True
+                            break
+                        if state[buffer.id] != was:
+                            self.memory.move(buffer.id, "pending", "vf-tx")  # raises: says where
+                        state[buffer.id] = now
+                        queued((buffer.id, length))
+                        posted += 1
+                finally:
+                    if posted == count:
+                        pending.clear()
+                    else:
+                        for _ in range(posted):
+                            pending.popleft()
+                if not full:
+                    break
+                self.counters["tx_ring_full"] += 1
+                if not plugin.check_tx_ring(0):
+                    break
         except Exception as err:  # the plugin broke: contain it
             self._runtime_error(f"plugin failed while sending: {type(err).__name__}: {err}")
 

@@ -171,12 +171,7 @@ class PassthroughPath(ShellState):
             raise BufferError_(
                 f"plugin completed {count} frames on queue {queue}, {len(outstanding)} were out"
             )
-        give_back, popleft = self.memory.give_back, outstanding.popleft
-        nbytes = 0
-        for _ in range(count):
-            buffer_id, length = popleft()
-            give_back(buffer_id, "vf-tx")
-            nbytes += length
+        nbytes = self.memory.give_back_sent(outstanding, count, "vf-tx")
         counters = self.counters
         counters["tx_packets"] += count
         counters["tx_bytes"] += nbytes

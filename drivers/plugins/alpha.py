@@ -10,6 +10,7 @@ import struct
 
 from drivers.plugin_api import (
     NO_RECV_INFO,
+    PLAIN_SEND,
     TX_QUEUED,
     TX_RING_FULL,
     Buffer,
@@ -27,6 +28,7 @@ VENDOR = "alpha"
 VERSION = "1.2"
 API_VERSION = "1.0"
 MASK = 0xFFFFFFFF
+TX_DESC, DESC, EOP = a.TX_DESC, a.DESC_BYTES, a.TX_CMD_EOP
 #: Buffers kept posted per queue: a deep ring rides out scheduling delays.
 RX_POST_LIMIT = 4095
 #: Buffers posted per call at most, as a NAPI poll refills in budgets: the first
@@ -85,7 +87,25 @@ class AlphaPlugin:
             self.regs[w.qreg(queue, w.TX_TAIL)] = tail & MASK
             self.kick()
             return TX_RING_FULL
-        base, rings, eop = self.tx_base[queue], self.rings, self.tx_eop[queue]
+        if send_info is PLAIN_SEND and len(sgl) == 1:  # the common case: one plain buffer
+            buffer, length = sgl[0]
+            slot = tail % size
+            TX_DESC.pack_into(
+                self.rings, self.tx_base[queue] + slot * DESC, buffer.addr, length, EOP, 0, 0, 0
+            )
+            self.tx_eop[queue][slot] = True
+            tail += 1
+        else:
+            tail = self._post_chain(queue, send_info, sgl, tail)
+        self.tx_tail[queue] = tail
+        if last_pkt_hint:
+            self.regs[w.qreg(queue, w.TX_TAIL)] = tail & MASK
+            self.kick()
+        return TX_QUEUED
+
+    def _post_chain(self, queue: int, send_info: SendInfo, sgl: list[SgEntry], tail: int) -> int:
+        """Descriptors for a frame with offloads or in several buffers; returns the new tail."""
+        size, base, rings, eop = self.size, self.tx_base[queue], self.rings, self.tx_eop[queue]
         cmd0 = 0
         vlan = 0
         if send_info.vlan is not None:
@@ -100,11 +120,7 @@ class AlphaPlugin:
             a.TX_DESC.pack_into(rings, offset, buffer.addr, length, cmd, 0, vlan, send_info.mss)
             eop[slot] = i == last
             tail += 1
-        self.tx_tail[queue] = tail
-        if last_pkt_hint:
-            self.regs[w.qreg(queue, w.TX_TAIL)] = tail & MASK
-            self.kick()
-        return TX_QUEUED
+        return tail
 
     def check_tx_ring(self, queue: int) -> int:
         head = self.regs[w.qreg(queue, w.TX_HEAD)]
@@ -113,10 +129,12 @@ class AlphaPlugin:
         if not done:
             return 0
         size, eop = self.size, self.tx_eop[queue]
-        frames = 0
-        for index in range(clean, clean + done):
-            if eop[index % size]:
-                frames += 1
+        start = clean % size
+        end = start + done
+        if end <= size:
+            frames = eop[start:end].count(True)
+        else:  # the completions wrap around the ring's end
+            frames = eop[start:].count(True) + eop[: end - size].count(True)
         self.tx_clean[queue] = clean + done
         if frames:
             self.services.complete_send(queue, frames)

@@ -45,17 +45,18 @@ class AlphaEngine(QueueEngine):
             offset = base + (head % size) * DESC
             address, length, cmd, _status, vlan, mss = unpack(rings, offset)
             if length <= 0 or address < 0 or address + length > limit:
+                self.tx_next[queue] = head - len(chain)  # the frames before it went
                 self.check_span(f"TX queue {queue} descriptor {head}", address, length)
             head += 1
             pending -= 1
             if cmd == EOP and not chain:  # the common case: a plain frame in one descriptor
                 frames.append(memory[address : address + length].tobytes())
                 rings[offset + STATUS] = DD
-                self.tx_next[queue] = head
                 continue
             parts.append(bytes(memory[address : address + length]))
             chain.append(offset)
             if len(chain) > a.MAX_CHAIN:
+                self.tx_next[queue] = head - len(chain)
                 raise DeviceFault(
                     "bad-length",
                     f"TX queue {queue}: frame spans more than {a.MAX_CHAIN} descriptors",
@@ -73,7 +74,7 @@ class AlphaEngine(QueueEngine):
                 rings[done + STATUS] = DD
             chain.clear()
             parts.clear()
-            self.tx_next[queue] = head
+        self.tx_next[queue] = head - len(chain)  # a frame still partly posted is taken again
         # The tail (as read above: ``head`` reached it) ends inside a frame: nothing goes
         # until the driver posts more. Outside a frame, nothing is waited for.
         self.tx_waiting[queue] = head & w.INDEX_MASK if chain and not pending else -1

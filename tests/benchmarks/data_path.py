@@ -4,7 +4,11 @@
   UDP, 128-byte frames) that loses at most 0.1%, found by a binary search of
   short trials — generator->guest and guest->generator, in passthrough, in
   emulation, and through the reference: one plain Python loop moving frames
-  between the same TAP and the same uplink (``raw_forwarder``).
+  between the same TAP and the same uplink (``raw_forwarder``). Each figure
+  is the median of ROUNDS searches; passthrough and emulation take turns on
+  one rig (planned switches between rounds), so a slow spell of the machine
+  lowers a round of each rather than one mode's figure. The highest and
+  lowest search of each are reported beside it.
 * The planned-switch blackout (PF-02): the guest switches passthrough ->
   emulation -> passthrough five times under traffic both ways (one frame every
   0.1 ms each way). A switch's blackout is the longest gap between arrivals
@@ -32,7 +36,12 @@ from tests.nic.rig import Rig, one_way
 
 TRIAL_S = 1.0
 LOSS_TOLERANCE = 0.001
-LOW, HIGH, STEPS = 5_000, 240_000, 7
+LOW, HIGH, STEPS = 5_000, 320_000, 8
+#: Searches per mode and direction; the figure is their median. One search is at the mercy
+#: of a slow spell of this shared machine (a failed trial only ever lowers a figure):
+#: single searches of the same code have ranged 166,000-214,000 frames/s in passthrough.
+ROUNDS = 3
+MODES = ("passthrough", "emulation")
 SWITCH_PPS = 10_000
 SWITCHES = 5
 #: Both windows of the blackout benchmark last as long: a longer window sees longer gaps.
@@ -49,6 +58,8 @@ GAP_BATCH = 1
 #: A switch that no listed gap overlaps had a blackout below it, and counts as it.
 GAPS_OVER_MS = 0.5
 DIRECTIONS = (("t", "g1", "generator->guest"), ("g1", "t", "guest->generator"))
+#: One RFC 2544 search: (frames/s, CPU microseconds per frame by data path process).
+Search = tuple[float, dict[str, float]]
 
 
 def _trial(rig: Rig, src: str, dst: str, rate: int) -> tuple[bool, dict[str, float]]:
@@ -64,7 +75,7 @@ def _trial(rig: Rig, src: str, dst: str, rate: int) -> tuple[bool, dict[str, flo
     return passed, {what: (after[what] - before.get(what, 0.0)) / frames for what in after}
 
 
-def throughput(rig: Rig, src: str, dst: str) -> tuple[float, dict[str, float]]:
+def throughput(rig: Rig, src: str, dst: str) -> Search:
     """RFC 2544 throughput in frames/s (binary search over paced trials; a failed trial
     is repeated once, so one scheduling hiccup of this shared machine does not decide),
     and each data path process's CPU time per frame at that rate, in microseconds."""
@@ -82,18 +93,45 @@ def throughput(rig: Rig, src: str, dst: str) -> tuple[float, dict[str, float]]:
     return best, cost
 
 
-def _measure(
-    make: Callable[[], Rig], prepare: Callable[[Rig], None]
-) -> dict[str, tuple[float, dict[str, float]]]:
-    with make() as rig:
-        prepare(rig)
-        return {label: throughput(rig, src, dst) for src, dst, label in DIRECTIONS}
+def _median_search(searches: list[Search]) -> Search:
+    """The search whose throughput is the median (with its CPU figures)."""
+    return sorted(searches, key=lambda search: search[0])[len(searches) // 2]
 
 
-def _to_emulation(rig: Rig) -> None:
-    rig.wait_mode("passthrough")
-    with rig.vmx() as vmx:
-        vmx.call("switch", to="emulation")
+def _measure_modes() -> dict[str, dict[str, list[Search]]]:
+    """ROUNDS searches per mode and direction on one rig, the modes taking turns (a planned
+    switch between them): a slow spell of this shared machine lowers one round of each,
+    not all of one mode's."""
+    found: dict[str, dict[str, list[Search]]] = {
+        mode: {label: [] for _, _, label in DIRECTIONS} for mode in MODES
+    }
+    with Rig() as rig:
+        rig.wait_mode("passthrough")
+        for round_ in range(1, ROUNDS + 1):
+            for mode in MODES:
+                _switch(rig, mode)
+                for src, dst, label in DIRECTIONS:
+                    found[mode][label].append(throughput(rig, src, dst))
+                    print(f"  round {round_}/{ROUNDS}: {mode} {label} "
+                          f"{found[mode][label][-1][0]:,.0f} frames/s", flush=True)  # fmt: skip
+    return found
+
+
+def _measure_raw() -> dict[str, list[Search]]:
+    with Rig(datapath=False) as rig:
+        rig.raw_forwarder()
+        return {
+            label: [throughput(rig, src, dst) for _ in range(ROUNDS)]
+            for src, dst, label in DIRECTIONS
+        }
+
+
+def _switch(rig: Rig, mode: str) -> None:
+    """A planned switch of guest 1 to ``mode``, waited for."""
+    if rig.status()["mode"] != mode:
+        with rig.vmx() as vmx:
+            vmx.call("switch", to=mode)
+    rig.wait_mode(mode)
 
 
 def _gaps(rig: Rig, seconds: float, during: Callable[[], None]) -> dict[str, Any]:
@@ -163,36 +201,50 @@ def _core(rate: float) -> str:
 
 
 def run() -> list[Comparison]:
-    print("data path: RFC 2544 throughput, passthrough / emulation / raw forwarder ...", flush=True)
-    passthrough = _measure(Rig, lambda rig: rig.wait_mode("passthrough") and None)
-    emulation = _measure(Rig, _to_emulation)
-    raw = _measure(lambda: Rig(datapath=False), Rig.raw_forwarder)
+    print(
+        f"data path: RFC 2544 throughput, passthrough / emulation ({ROUNDS} rounds, "
+        "taking turns) / raw forwarder ...",
+        flush=True,
+    )
+    modes = _measure_modes()
+    raw = _measure_raw()
     results = []
     for _, _, label in DIRECTIONS:
         (pt, pt_by), (emu, emu_by), (ref, ref_by) = (
-            passthrough[label],
-            emulation[label],
-            raw[label],
+            _median_search(modes["passthrough"][label]),
+            _median_search(modes["emulation"][label]),
+            _median_search(raw[label]),
         )
         pt_cost, emu_cost, ref_cost = (sum(by.values()) for by in (pt_by, emu_by, ref_by))
         results += [
             Comparison(f"pps {label}", "passthrough", pt, "emulation", emu, "frames/s",
-                       ">= 1.5x emulation", pt >= 1.5 * emu, STEPS),
+                       ">= 1.5x emulation", pt >= 1.5 * emu, ROUNDS),
             Comparison(f"pps {label} vs raw", "passthrough", pt, "raw forwarder", ref, "frames/s",
-                       ">= 0.5x raw loop", pt >= 0.5 * ref, STEPS),
+                       ">= 0.5x raw loop", pt >= 0.5 * ref, ROUNDS),
             # context: what a frame costs the data path's own processes (CPU time)
             Comparison(f"cpu/frame {label}", "passthrough", pt_cost, "emulation", emu_cost, "us",
-                       "context", None, STEPS),
+                       "context", None, ROUNDS),
             Comparison(f"cpu/frame {label} raw", "passthrough", pt_cost, "raw forwarder", ref_cost,
-                       "us", "context", None, STEPS),
+                       "us", "context", None, ROUNDS),
         ]  # fmt: skip
+        for mode, searches in (
+            ("passthrough", modes["passthrough"][label]),
+            ("emulation", modes["emulation"][label]),
+            ("raw forwarder", raw[label]),
+        ):
+            rates = [rate for rate, _ in searches]
+            results.append(
+                Comparison(f"pps {label} {mode} rounds", "highest", max(rates), "lowest",
+                           min(rates), "frames/s", f"context: the median of {ROUNDS} is judged",
+                           None, ROUNDS)
+            )  # fmt: skip
         # context: the same, process by process; the one near a whole core at the
         # throughput rate (1e6 / rate us per frame) is what bounds that mode
         for what in sorted(set(pt_by) | set(emu_by)):
             results.append(
                 Comparison(f"cpu/frame {label} {what}", "passthrough", pt_by.get(what, 0.0),
                            "emulation", emu_by.get(what, 0.0), "us",
-                           f"context: a core is {_core(pt)} / {_core(emu)} us", None, STEPS)
+                           f"context: a core is {_core(pt)} / {_core(emu)} us", None, ROUNDS)
             )  # fmt: skip
     print("data path: planned-switch blackout ...", flush=True)
     switches: list[tuple[int, int]] = []

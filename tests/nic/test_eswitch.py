@@ -97,6 +97,55 @@ def test_unicast_to_known_port_goes_only_there(sw: ESwitch) -> None:
     assert sw.from_port("vf0", frame) == [("vf1", frame)]
 
 
+def _configured(default_vlan: int | None) -> ESwitch:
+    s = ESwitch()
+    s.add_port("vf0", port_cfg(MAC0), PortPolicy())
+    s.add_port("vf1", port_cfg(MAC1), PortPolicy())
+    s.add_port("vport:g2", port_cfg(MAC2), PortPolicy())
+    s.set_antispoof("vf0", True)
+    s.set_mtu("vf0", 1000)
+    s.add_vlan_range("vf0", 5, 5)
+    s.add_vlan_range("vf1", 5, 7)
+    s.set_multicast("vf1", [GROUP])
+    s.set_default_vlan("vf0", default_vlan)
+    return s
+
+
+@pytest.mark.parametrize("default_vlan", [None, 7])
+def test_a_batch_is_switched_as_its_frames_one_by_one(default_vlan: int | None) -> None:
+    """``from_port_many`` (a VF's TX poll) reads the port's settings once and adds up its
+    counters at the end: the deliveries and every counter match frame-by-frame switching."""
+    frames = [
+        eth(MAC1, MAC0),  # to vf1
+        eth(UNKNOWN, MAC0),  # to the wire
+        eth(BROADCAST, MAC0),  # flooded
+        eth(GROUP, MAC0),  # vf1 subscribed
+        eth(MAC1, MAC0)[:10],  # runt
+        eth(MAC1, OTHER),  # spoofed
+        eth(MAC1, MAC0, payload_len=1001),  # over the MTU
+        eth(MAC1, MAC0, vid=5),  # joined VLAN (refused under a port VLAN)
+        eth(UNKNOWN, MAC0, vid=6),  # VLAN not joined
+        eth(MAC2, MAC0, payload_len=1000),  # at the MTU, to the vport
+    ]
+    batch, single = _configured(default_vlan), _configured(default_vlan)
+    out: list[tuple[str, bytes]] = []
+    batch.from_port_many("vf0", frames, out)
+    assert out == [delivery for frame in frames for delivery in single.from_port("vf0", frame)]
+    assert len(out) > 4  # the batch was not all dropped
+    for port in (*batch.ports(), UPLINK):
+        assert batch.counters(port) == single.counters(port), port
+
+
+def test_a_batch_from_a_disabled_or_unknown_port_is_counted_and_goes_nowhere(sw: ESwitch) -> None:
+    sw.disable("vf0")
+    out: list[tuple[str, bytes]] = []
+    sw.from_port_many("vf0", iter([eth(MAC1, MAC0)] * 2), out)
+    sw.from_port_many("vf9", iter([eth(MAC1, MAC0)] * 3), out)
+    assert out == []
+    assert drops(sw, "vf0") == {"drop_disabled": 2}
+    assert sw.unknown_source == 3
+
+
 def test_unicast_unknown_goes_to_uplink_only(sw: ESwitch) -> None:
     frame = eth(UNKNOWN, MAC0)
     assert sw.from_port("vf0", frame) == [(UPLINK, frame)]
