@@ -318,10 +318,13 @@ class ESwitch:
         self.from_port_many(port, (frame,), out)
         return out
 
-    def from_port_many(self, port: str, frames: Iterable[bytes], out: Delivery) -> None:
+    def from_port_many(
+        self, port: str, frames: Iterable[bytes], out: Delivery, wire: list[bytes] | None = None
+    ) -> None:
         """``from_port`` for frames one port sent, in order, their deliveries appended to
         ``out``: the port's settings are read once for the lot (a VF's TX poll hands over
-        tens of frames at a time)."""
+        tens of frames at a time). With ``wire``, what goes to the uplink is appended
+        there instead, as bare frames (in order: the wire's share of the deliveries)."""
         p = self._ports.get(port)
         if p is None:
             self.unknown_source += sum(1 for _ in frames)
@@ -330,6 +333,7 @@ class ESwitch:
             p.drops["disabled"] += sum(1 for _ in frames)
             return
         by_mac, append = self._by_mac, out.append
+        to_wire = (lambda frame: append((UPLINK, frame))) if wire is None else wire.append
         wired = wired_bytes = 0
         for frame, vid in self._admit(p, frames):
             dst = frame[0:6]
@@ -338,7 +342,7 @@ class ESwitch:
                 if q is None or q is p:
                     wired += 1
                     wired_bytes += len(frame)
-                    append((UPLINK, frame))
+                    to_wire(frame)
                     continue
                 got = _vlan_rx(q, frame, vid)
                 if got is None:
@@ -351,7 +355,7 @@ class ESwitch:
             self._flood(p, frame, dst, vid, out)
             wired += 1
             wired_bytes += len(frame)
-            append((UPLINK, frame))
+            to_wire(frame)
         up = self._uplink
         up.tx_packets += wired
         up.tx_bytes += wired_bytes

@@ -235,9 +235,23 @@ class Nic:
         counters["tx_packets"] += len(frames)
         counters["tx_bytes"] += sum(map(len, frames))
         deliveries: list[tuple[str, bytes]] = []
-        self.eswitch.from_port_many(vf.port, frames, deliveries)
-        self._dispatch(deliveries)
+        wire: list[bytes] = []
+        self.eswitch.from_port_many(vf.port, frames, deliveries, wire)
+        if wire:  # most of a VF's frames: straight onto the wire's batch
+            self._to_wire(wire)
+        if deliveries:
+            self._dispatch(deliveries)
         vf.irq_pending = True
+
+    def _to_wire(self, frames: list[bytes]) -> None:
+        """Frames for the uplink into the wire's batch (as ``_dispatch`` puts them)."""
+        batch = self.batches.get(UPLINK)
+        if batch is not None:
+            batch += frames
+        elif self.link_up and self.powered:  # link and power hold until the flush
+            self.batches[UPLINK] = frames
+        else:
+            self.drops["link_down" if self.powered else "powered_off"] += len(frames)
 
     def _dispatch(self, deliveries: list[tuple[str, bytes]]) -> None:
         """Send each (port, frame) on its way; frames for VFs and for the wire wait in
@@ -249,10 +263,7 @@ class Nic:
             if batch is not None:  # the common case: another frame for a port of this pass
                 batch.append(frame)
             elif port == UPLINK:
-                if self.link_up and self.powered:  # link and power hold until the flush
-                    batches[port] = [frame]
-                else:
-                    self.drops["link_down" if self.powered else "powered_off"] += 1
+                self._to_wire([frame])
             elif port in self.vports:
                 self.pf.send(frame, self.vports[port])
             elif port in self.vf_by_port:
@@ -313,18 +324,21 @@ class Nic:
         """Switch what the vports sent, in order: each run of one vport's frames in one go."""
         from_port_many, by_peer = self.eswitch.from_port_many, self.vport_by_peer
         deliveries: list[tuple[str, bytes]] = []
+        wire: list[bytes] = []
         run: list[bytes] = []
         run_port: str | None = None
         for frame, peer in self.pf.receive():
             vport = by_peer.get(peer)
             if vport != run_port:
                 if run_port is not None and run:
-                    from_port_many(run_port, run, deliveries)
+                    from_port_many(run_port, run, deliveries, wire)
                 run, run_port = [], vport
             if vport is not None:  # a frame from a peer no vport has: nowhere to go
                 run.append(frame)
         if run_port is not None and run:
-            from_port_many(run_port, run, deliveries)
+            from_port_many(run_port, run, deliveries, wire)
+        if wire:
+            self._to_wire(wire)
         self._dispatch(deliveries)
         self.flush()
 

@@ -35,16 +35,18 @@ class AlphaEngine(QueueEngine):
         if not pending:
             return []
         size, rings, memory, limit = self.size, self.rings, self.memory, self.memory_size
+        words = self.words
         base = a.tx_ring_offset(queue, size)
-        unpack = a.TX_DESC.unpack_from
         head = self.tx_next[queue]
         frames: list[bytes] = []
         chain: list[int] = []
         parts: list[bytes] = []
         while pending and len(frames) < budget:
             offset = base + (head % size) * DESC
-            address, length, cmd, _status, vlan, mss = unpack(rings, offset)
-            if length <= 0 or address < 0 or address + length > limit:
+            # TX_DESC as two words: the address; length, command, status, VLAN, MSS
+            address, fields = words[offset >> 3], words[(offset >> 3) + 1]
+            length, cmd = fields & 0xFFFF, (fields >> 16) & 0xFF
+            if length <= 0 or address + length > limit:
                 self.tx_next[queue] = head - len(chain)  # the frames before it went
                 self.check_span(f"TX queue {queue} descriptor {head}", address, length)
             head += 1
@@ -64,6 +66,7 @@ class AlphaEngine(QueueEngine):
             if not cmd & EOP:
                 continue
             frame = parts[0] if len(parts) == 1 else b"".join(parts)
+            vlan, mss = (fields >> 32) & 0xFFFF, fields >> 48
             if cmd & a.TX_CMD_VLE:
                 frame = insert_vlan(frame, vlan)
             if cmd & a.TX_CMD_TSE and mss:

@@ -134,6 +134,14 @@ def test_a_batch_is_switched_as_its_frames_one_by_one(default_vlan: int | None) 
     assert len(out) > 4  # the batch was not all dropped
     for port in (*batch.ports(), UPLINK):
         assert batch.counters(port) == single.counters(port), port
+    # with a wire list, the uplink's share goes there as bare frames, in order
+    split = _configured(default_vlan)
+    rest: list[tuple[str, bytes]] = []
+    wire: list[bytes] = []
+    split.from_port_many("vf0", frames, rest, wire)
+    assert wire == [frame for port, frame in out if port == UPLINK]
+    assert rest == [(port, frame) for port, frame in out if port != UPLINK]
+    assert split.counters(UPLINK) == batch.counters(UPLINK)
 
 
 def test_a_batch_from_a_disabled_or_unknown_port_is_counted_and_goes_nowhere(sw: ESwitch) -> None:
