@@ -35,6 +35,22 @@ class ControlError(Exception):
         self.code = code
 
 
+def read_lines(sock: socket.socket, pending: bytes) -> tuple[list[bytes], bytes] | None:
+    """What a non-blocking stream socket has now: its whole lines (without the newline)
+    and the start of the next one, to pass back in as ``pending`` next time. None once the
+    peer has closed the connection, or it broke."""
+    try:
+        data = sock.recv(65536)
+    except BlockingIOError:
+        return [], pending
+    except OSError:
+        return None
+    if not data:
+        return None
+    *lines, rest = (pending + data).split(b"\n")
+    return lines, rest
+
+
 class Deferred:
     """Returned by a handler that will answer later through ``Connection.answer``."""
 
@@ -114,18 +130,14 @@ class ControlServer:
             self.selector.register(sock, selectors.EVENT_READ, lambda: self._read(conn))
 
     def _read(self, conn: Connection) -> None:
-        try:
-            data = conn.sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
+        got = read_lines(conn.sock, conn.inbuf)
+        if got is None:
             self.drop(conn)
             return
-        conn.inbuf += data
-        while b"\n" in conn.inbuf and not conn.closed:
-            line, conn.inbuf = conn.inbuf.split(b"\n", 1)
+        lines, conn.inbuf = got
+        for line in lines:
+            if conn.closed:  # a request before it closed the connection
+                break
             self._dispatch(conn, line)
 
     def _dispatch(self, conn: Connection, line: bytes) -> None:

@@ -234,14 +234,18 @@ class Nic:
         counters = vf.totals[queue]
         counters["tx_packets"] += len(frames)
         counters["tx_bytes"] += sum(map(len, frames))
+        self._switch(vf.port, frames)
+        vf.irq_pending = True
+
+    def _switch(self, port: str, frames: list[bytes]) -> None:
+        """Switch frames ``port`` (a VF or vport) sent, in order, and send them on their way."""
         deliveries: list[tuple[str, bytes]] = []
         wire: list[bytes] = []
-        self.eswitch.from_port_many(vf.port, frames, deliveries, wire)
-        if wire:  # most of a VF's frames: straight onto the wire's batch
+        self.eswitch.from_port_many(port, frames, deliveries, wire)
+        if wire:  # most of a port's frames: straight onto the wire's batch
             self._to_wire(wire)
         if deliveries:
             self._dispatch(deliveries)
-        vf.irq_pending = True
 
     def _to_wire(self, frames: list[bytes]) -> None:
         """Frames for the uplink into the wire's batch (as ``_dispatch`` puts them)."""
@@ -322,24 +326,19 @@ class Nic:
 
     def _from_pf(self) -> None:
         """Switch what the vports sent, in order: each run of one vport's frames in one go."""
-        from_port_many, by_peer = self.eswitch.from_port_many, self.vport_by_peer
-        deliveries: list[tuple[str, bytes]] = []
-        wire: list[bytes] = []
+        by_peer = self.vport_by_peer
         run: list[bytes] = []
         run_port: str | None = None
         for frame, peer in self.pf.receive():
             vport = by_peer.get(peer)
             if vport != run_port:
                 if run_port is not None and run:
-                    from_port_many(run_port, run, deliveries, wire)
+                    self._switch(run_port, run)
                 run, run_port = [], vport
             if vport is not None:  # a frame from a peer no vport has: nowhere to go
                 run.append(frame)
         if run_port is not None and run:
-            from_port_many(run_port, run, deliveries, wire)
-        if wire:
-            self._to_wire(wire)
-        self._dispatch(deliveries)
+            self._switch(run_port, run)
         self.flush()
 
     def _poll_vfs(self) -> bool:

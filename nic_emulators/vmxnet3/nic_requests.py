@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from nic_emulators.control import ControlError
+from nic_emulators.control import ControlError, read_lines
 
 #: Told each reply: (the step's seq, the NIC's reply message).
 OnReply = Callable[[int, dict[str, Any]], None]
@@ -66,21 +66,15 @@ class NicRequests:
         return {"ok": False, "error": f"{op}: the NIC at {self.path} is gone{why}", "code": "EPIPE"}
 
     def _readable(self) -> None:
-        try:
-            data = self.sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
+        got = read_lines(self.sock, self.inbuf)
+        if got is None:
             self.close()
             for request_id, seq in list(self.waiting.items()):
                 del self.waiting[request_id]
                 self.on_reply(seq, self._lost("a VF operation"))
             return
-        self.inbuf += data
-        while b"\n" in self.inbuf:
-            line, self.inbuf = self.inbuf.split(b"\n", 1)
+        lines, self.inbuf = got
+        for line in lines:
             reply = json.loads(line)
             request_id = int(reply.get("id", 0))
             if request_id in self.waiting:  # not an event, not an answer to nothing

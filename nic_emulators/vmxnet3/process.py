@@ -33,6 +33,7 @@ from nic_emulators.control import (
     ControlError,
     ControlServer,
     Deferred,
+    read_lines,
 )
 from nic_emulators.frames import rarp
 from nic_emulators.notify import Fifo
@@ -140,18 +141,14 @@ class VmxProcess:
 
     def _nic_event_ready(self) -> None:
         assert self.nic_events is not None
-        try:
-            data = self.nic_events.recv(65536)
-        except BlockingIOError:
-            return
-        if not data:
+        got = read_lines(self.nic_events, self.nic_inbuf)
+        if got is None:
             self.selector.unregister(self.nic_events)
             self.nic_events.close()
             self.nic_events = None
             return
-        self.nic_inbuf += data
-        while b"\n" in self.nic_inbuf:
-            line, self.nic_inbuf = self.nic_inbuf.split(b"\n", 1)
+        lines, self.nic_inbuf = got
+        for line in lines:
             message = json.loads(line)
             if "event" in message:
                 self.deferred_events.append(message)
