@@ -15,6 +15,8 @@ from nic_emulators.vmxnet3 import layout as v
 
 MASK = 0xFFFFFFFF
 RX_POST_LIMIT = 1023
+#: What ``tx_inflight`` holds for a TX fence: no buffer.
+FENCE_ID = -1
 
 
 class EmulatedRings:
@@ -66,6 +68,17 @@ class EmulatedRings:
         self.tx_inflight.append((buffer.id, length))
         return True
 
+    def send_fence(self) -> bool:
+        """Post the TX fence (``layout.TX_FLAG_FENCE``) behind every frame posted so far;
+        False when the ring is full. It holds no buffer: its completion hands none back."""
+        if self.tx_prod - self.tx_cons >= v.RING_SIZE:
+            return False
+        slot = (self.tx_prod % v.RING_SIZE) * v.DESC_BYTES
+        v.TX_DESC.pack_into(self.view, v.TX_RING + slot, 0, 0, v.TX_FLAG_FENCE)
+        self.tx_prod += 1
+        self.tx_inflight.append((FENCE_ID, 0))
+        return True
+
     def flush(self) -> None:
         """Publish the posted frames and ring the doorbell if the device sleeps."""
         regs = self.regs
@@ -79,12 +92,10 @@ class EmulatedRings:
         done = (self.regs[v.TX_CONS] - self.tx_cons) & MASK
         for _ in range(done):
             buffer_id, length = self.tx_inflight.popleft()
-            completed(buffer_id, length)
+            if buffer_id != FENCE_ID:
+                completed(buffer_id, length)
         self.tx_cons += done
         return done
-
-    def tx_idle(self) -> bool:
-        return self.regs[v.TX_CONS] == self.tx_prod & MASK
 
     def post_rx(self) -> None:
         memory, view = self.memory, self.view

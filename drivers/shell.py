@@ -53,7 +53,9 @@ IDLE_WAKE_S = 0.05
 #: guest-side control) and drains its interrupt notifications once every this many
 #: passes: the rings and the TAP are polled by every pass anyway, and a pass costs a
 #: third less without the ``epoll_wait`` (py-spy: ~12% of the shell's time in
-#: passthrough at 150,000 frames/s went to it, a few frames a pass).
+#: passthrough at 150,000 frames/s went to it, a few frames a pass). While the VF's RX
+#: ring fills after an attach (a switch to passthrough under way) every pass looks: the
+#: device's next step is what the guest's frames wait for.
 BUSY_PASSES_PER_SELECT = 4
 #: A busy pass that moved fewer frames than this waits COALESCE_S before the next one,
 #: as a NIC's interrupt moderation does: frames gather in the TAP's queue and the rings,
@@ -89,7 +91,7 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
         self.vf_rx = self.vf_rx_bytes = 0  # folded into counters by _counters()
         #: Frames read from the TAP straight into guest buffers, not yet posted on a path.
         self.pending: deque[tuple[Buffer, int]] = deque()
-        self.tx_path = "emu"  # emu | vf | hold | to-vf
+        self.tx_path = "emu"  # emu | vf | hold | to-vf (the TX fence waits for ring room)
         self.vf: VfAttachment | None = None
         self.plugin_fault: str | None = None
         self.installed: dict[str, str] = {}
@@ -191,13 +193,10 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
             if event == "attach":
                 answer = self._attach(message["info"])
             elif event == "go":
-                # Answered once the emulated TX ring is empty (see _service): the device
-                # then makes the NIC take in what the emulation path still carries.
+                # The guest's TX moves to the VF behind a fence (answered in _fence_tx).
                 self.tx_path, self.go_seq = "to-vf", int(seq or 0)
+                self._fence_tx()
                 return
-            elif event == "tx-on":
-                self.tx_path = "vf" if self.vf is not None else "emu"
-                self._transmit()
             elif event == "hold":
                 if self.release_mode != "normal":  # a guest slow to let go, or never
                     if self.release_mode == "delay":
@@ -319,14 +318,28 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
         self.vf_rx_refilling = refilling
         received += emu.poll_rx(self._from_emu)
         emu.reclaim(self._emu_sent)
-        if self.tx_path == "to-vf" and emu.tx_idle():
-            self.tx_path = "hold"
-            self._send_vmx("answer", seq=self.go_seq, ok=True)
+        if self.tx_path == "to-vf":
+            self._fence_tx()
         before = len(self.pending)
         if before:
             self._transmit()
         read = self._from_tap() if len(self.pending) < TAP_BATCH else 0
         return received + read + max(0, before - len(self.pending)) + refilling
+
+    def _fence_tx(self) -> None:
+        """Move the guest's TX to the VF at once, behind a fence on the emulated TX ring.
+
+        The fence reaches the NIC after every frame the guest posted before it, and
+        the NIC takes nothing from the VF's TX rings until it has (VF_ACTIVATE with
+        ``tx_fence``), so the guest never waits for the emulation path to drain. With
+        the emulated ring full, the guest's frames wait for room, on the next passes.
+        """
+        if not self.emu.send_fence():
+            return
+        self.emu.flush()
+        self.tx_path = "vf" if self.vf is not None else "emu"
+        self._send_vmx("answer", seq=self.go_seq, ok=True)
+        self._transmit()
 
     def _watchdog(self, vf: VfAttachment) -> None:
         if (
@@ -357,7 +370,11 @@ class Shell(FramePaths, PassthroughPath, GuestControl):
         timeout = 0.0
         busy_passes = 0
         while not self.stopping:
-            if timeout == 0.0 and busy_passes < BUSY_PASSES_PER_SELECT - 1:
+            if (
+                timeout == 0.0
+                and busy_passes < BUSY_PASSES_PER_SELECT - 1
+                and not self.vf_rx_refilling  # a switch is on: hear the device every pass
+            ):
                 busy_passes += 1
             else:
                 busy_passes = 0

@@ -27,6 +27,7 @@ from nic_emulators.link_watch import LinkWatch
 from nic_emulators.models import MODELS
 from nic_emulators.ports import PfPort, WirePort
 from nic_emulators.process_main import serve
+from nic_emulators.tx_fence import TxFences
 from nic_emulators.vendors import window as w
 from nic_emulators.vendors.engine import DeviceFault
 from nic_emulators.vf import VirtualFunction
@@ -52,6 +53,7 @@ class Nic:
         self.vector_pool = config.interrupt_vectors
         self.injected: dict[str, str] = {}  # op -> error message, for failure-injection tests
         self.paused: set[int] = set()  # VFs whose TX rings are not served (flow control)
+        self.fences = TxFences()  # VFs whose TX waits for their owner's emulation traffic
         self.vf_features = self.model.features
         self.vfs = [
             VirtualFunction(
@@ -158,14 +160,17 @@ class Nic:
 
     # -- steering -------------------------------------------------------------
 
-    def activate(self, vf: VirtualFunction) -> None:
-        """VF_ACTIVATE: frames for the owner now go to the VF, not to its vport."""
+    def activate(self, vf: VirtualFunction, tx_fence: bool = False) -> None:
+        """VF_ACTIVATE: frames for the owner now go to the VF, not to its vport.
+        ``tx_fence``: the VF's TX waits for the owner's fence (``tx_fence.py``)."""
         vport = f"vport:{vf.owner}"
         if vport in self.vports:
             self.eswitch.disable(vport)
             # An empty datagram marks the end of what the vport received: the
             # shell takes VF receptions only after it, so nothing is reordered.
             self.pf.send(b"", self.vports[vport])
+            if tx_fence and vf.owner:
+                self.fences.arm(vf.index, vf.owner)
         self.eswitch.enable(vf.port)
         vf.activate(self.link_up)
         if vf not in self.active:
@@ -175,6 +180,7 @@ class Nic:
         """Take the VF off the data path; its owner's vport (emulation) gets its frames again."""
         if vf in self.active:
             self.active.remove(vf)
+        self.fences.clear(vf.index)
         ports = self.eswitch.ports()
         if vf.port in ports:
             self.eswitch.disable(vf.port)
@@ -191,6 +197,8 @@ class Nic:
         posted only part of: the device finishes what it can and stops, whatever the
         driver did.
         """
+        if vf.index in self.fences.armed:  # the owner's emulated frames go first
+            self.drain_pf()
         if vf.state == "active" and vf.engine is not None and self.link_up:
             try:
                 for queue in range(vf.engine.queues):
@@ -331,6 +339,13 @@ class Nic:
         run_port: str | None = None
         for frame, peer in self.pf.receive():
             vport = by_peer.get(peer)
+            if not frame:  # a guest's TX fence: what came before it is switched first
+                if vport is not None:
+                    if run_port is not None and run:
+                        self._switch(run_port, run)
+                    run, run_port = [], None
+                    self.fences.arrived(vport.removeprefix("vport:"))
+                continue
             if vport != run_port:
                 if run_port is not None and run:
                     self._switch(run_port, run)
@@ -348,7 +363,7 @@ class Nic:
         looked = False
         for vf in list(self.active):
             engine = vf.engine
-            if engine is None or vf.index in self.paused:
+            if engine is None or vf.index in self.paused or self.fences.holds(vf.index):
                 continue
             for queue in range(engine.queues):
                 try:
@@ -385,14 +400,14 @@ class Nic:
             return IDLE_WAKE_S
         for vf in list(self.active):  # a fault found here takes the VF off ``active``
             engine = vf.engine
-            if engine is None or vf.index in self.paused:
+            if engine is None or vf.index in self.paused or vf.index in self.fences.armed:
                 continue
             try:
                 if any(engine.tx_ready(q) for q in range(engine.queues)):
                     return 0.0
             except DeviceFault as fault:
                 self.quarantine(vf, fault)
-        return IDLE_WAKE_S
+        return self.fences.wake_in(IDLE_WAKE_S)
 
     def run(self) -> None:
         print("READY", flush=True)
@@ -432,6 +447,7 @@ class Nic:
             "vfs": [vf.describe() for vf in self.vfs],
             "vports": sorted(self.vports),
             "vectors_free": self.vector_pool,
+            "tx_fences": self.fences.describe(),
             "drops": dict(
                 self.drops,
                 wire_tx_errors=self.wire.tx_errors,

@@ -253,7 +253,7 @@ class NicOperations:
                 "does not offer",
                 "EINVAL",
             )
-        self.nic.activate(vf)
+        self.nic.activate(vf, tx_fence=bool(args.get("tx_fence", False)))
         return {"vf": vf.index, "state": vf.state}
 
     def quiesce(self, args: Args) -> Args:

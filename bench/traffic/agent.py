@@ -78,7 +78,8 @@ JSON printed by ``recv`` (one line)::
       "missing_ends": [[seq, rx_ns, tx_ns]|null, ...],  # per range: the arrival that jumped it
       "longest_gap_ns": N,    # longest time between consecutive arrivals
       "gap_end_ns": int|null, # rx time of the arrival that ended it
-      "gaps": [[end_ns, gap_ns], ...],  # every gap over --gaps-over MS, in arrival order
+      "gaps": [[end_ns, gap_ns, sent_ns, seq_step], ...],  # every gap over --gaps-over MS,
+                              # in arrival order: sent_ns apart at the sender, seqs apart
       "gaps_truncated": bool, # the list stops at 1000 gaps
       "gap_seq_before": int|null, "gap_seq_after": int|null,
       "latency_ns": {"min": N, "p50": N, "p99": N, "max": N} | null,
@@ -410,6 +411,7 @@ class FlowStats:
         "gaps",
         "last_rx",
         "last_seq",
+        "last_tx",
         "latencies",
         "max_gap",
         "max_seq",
@@ -427,6 +429,7 @@ class FlowStats:
         self.first_rx = 0
         self.first_seq = -1
         self.last_rx = 0
+        self.last_tx = 0
         self.last_seq = -1
         self.max_seq = -1
         self.dup = 0
@@ -436,8 +439,9 @@ class FlowStats:
         self.gap_end = 0
         self.gap_before = -1
         self.gap_after = -1
-        #: (rx time of the arrival that ended it, length) of every gap over the floor.
-        self.gaps: list[tuple[int, int]] = []
+        #: Every gap over the floor: (rx time of the arrival that ended it, its length,
+        #: the time between the two frames' send stamps, their seq step).
+        self.gaps: list[tuple[int, int, int, int]] = []
         #: Each arrival that jumped over seqs not seen yet, by its seq: (its rx time, the
         #: highest seq before it, its tx stamp). The seqs it jumped were sent just before
         #: it. Capped like the missing list; jumps that later arrivals filled make room
@@ -725,11 +729,11 @@ class Checker:
         seen = bytearray()
         nseen = 0
         lat_append = array.array("q").append
-        gaps: list[tuple[int, int]] = []
+        gaps: list[tuple[int, int, int, int]] = []
         tl: list[int] = []
         run_ends: dict[int, tuple[int, int, int]] = {}
         ntl = 0
-        t0 = max_seq = last_rx = last_seq = dup = reord = max_gap = 0
+        t0 = max_seq = last_rx = last_tx = last_seq = dup = reord = max_gap = 0
         for _ in range(num):
             nxt, sec, nsec, snap, mac, pkttype = unpack_tp(ring, off)
             base = off + mac
@@ -769,15 +773,16 @@ class Checker:
                     foreign += 1
                     continue
                 cur.max_seq, cur.last_rx, cur.last_seq = max_seq, last_rx, last_seq
-                cur.dup, cur.reord, cur.max_gap = dup, reord, max_gap
+                cur.dup, cur.reord, cur.max_gap, cur.last_tx = dup, reord, max_gap, last_tx
                 cur, cur_flow = nxt_stats, flow
                 if cur.first_seq < 0:
                     cur.first_seq, cur.first_rx, cur.last_rx, cur.last_seq = seq, rx, rx, seq
+                    cur.last_tx = tx
                 seen, lat_append, tl, gaps = cur.seen, cur.latencies.append, cur.timeline, cur.gaps
                 run_ends = cur.run_ends
                 nseen, ntl, t0 = len(seen), len(tl), cur.first_rx
                 max_seq, last_rx, last_seq = cur.max_seq, cur.last_rx, cur.last_seq
-                dup, reord, max_gap = cur.dup, cur.reord, cur.max_gap
+                dup, reord, max_gap, last_tx = cur.dup, cur.reord, cur.max_gap, cur.last_tx
             if seq >= nseen:
                 seen.extend(bytes(max(nseen, seq + 1 - nseen)))
                 nseen = len(seen)
@@ -800,8 +805,9 @@ class Checker:
                 max_gap = gap
                 cur.gap_end, cur.gap_before, cur.gap_after = rx, last_seq, seq
             if gap > gap_floor and len(gaps) <= GAPS_CAP:
-                gaps.append((rx, gap))
+                gaps.append((rx, gap, tx - last_tx, seq - last_seq))
             last_rx = rx
+            last_tx = tx
             last_seq = seq
             bucket = (rx - t0) // 1_000_000
             if 0 <= bucket < ntl:
@@ -813,7 +819,7 @@ class Checker:
                 ntl = len(tl)
                 tl[bucket] += 1
         cur.max_seq, cur.last_rx, cur.last_seq = max_seq, last_rx, last_seq
-        cur.dup, cur.reord, cur.max_gap = dup, reord, max_gap
+        cur.dup, cur.reord, cur.max_gap, cur.last_tx = dup, reord, max_gap, last_tx
         self.foreign += foreign
 
     def report(self) -> dict[str, Any]:

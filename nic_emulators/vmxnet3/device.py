@@ -250,17 +250,15 @@ class DeviceModel:
             )
             raise
         try:
-            yield from self.nic_step("VF_ACTIVATE", vf=vf)
+            # The NIC takes nothing from the VF's TX rings before the guest's TX fence
+            # has come through its vport: the guest's last emulated frames go first.
+            yield from self.nic_step("VF_ACTIVATE", vf=vf, tx_fence=True)
             if self.fail_after_activate:
                 self.fail_after_activate = False
                 fail("failure injected after VF_ACTIVATE")
             answer = yield ("go", {})
             if not answer.get("ok"):
                 fail(f"the guest could not move TX to the VF: {answer.get('reason')}")
-            # The guest's last emulated frames may still be on their way into the NIC:
-            # SYNC takes them in before the first VF frame can overtake them.
-            yield from self.nic_step("SYNC")
-            answer = yield ("tx-on", {})
         except Exception as err:
             self.steps.append("rollback")
             self.on_event("rollback", {"vf": vf, "reason": str(err)})

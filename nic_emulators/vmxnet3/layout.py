@@ -23,6 +23,12 @@ IRQ_ENABLE = 5  # shell: 1 = interrupt me
 RX_BUF_SIZE = 6  # shell
 
 TX_DESC = struct.Struct("<QII")  # address, length, flags
+#: TX descriptor flag: no frame (length 0), but the end of what the guest sends over
+#: emulation before its TX moves to a VF (the shell's fence marker). The device passes
+#: it on to the NIC as an empty datagram, and the NIC takes nothing from the VF's TX
+#: rings before it (VF_ACTIVATE with ``tx_fence``): the VF's first frames cannot
+#: overtake the emulation path's last, and the guest's frames need not wait meanwhile.
+TX_FLAG_FENCE = 1
 RX_DESC = struct.Struct("<QII")  # address, buffer size, buffer id
 RX_COMP = struct.Struct("<IIII")  # buffer id, length, flags, reserved
 #: RX completion flag: no frame, but the end of what the emulation path received

@@ -270,7 +270,7 @@ class VmxProcess:
         if op == "status":
             return {
                 **device.status(),
-                "emulation": dict(self.backend.counters),
+                "emulation": {**self.backend.counters, "tx_fences": self.backend.fences},
                 **self.relocation.status(),
             }
         if op in GuestRelocation.OPS:
