@@ -1,4 +1,4 @@
-"""The NPA plugin interface, version 1.0: what a vendor plugin provides and what the shell gives it.
+"""The NPA plugin interface, version 1.1: what a vendor plugin provides and what the shell gives it.
 
 A plugin is a module ``drivers.plugins.<name>`` with:
 
@@ -21,7 +21,8 @@ last_pkt_hint)`` (0 queued, 1 ring full — the shell requeues), ``check_tx_ring
 ``add_buffers_to_rx_ring(q)``.
 
 Shell services: ``alloc_small_buffer()``, ``alloc_large_buffer()`` (a ``Buffer``
-or None when none is free), ``indicate_recv(buffer, length, info)``,
+or None when none is free), ``alloc_small_buffers(n)`` (API 1.1: up to ``n`` at
+once, fewer when fewer are free), ``indicate_recv(buffer, length, info)``,
 ``complete_send(q, n)``, ``log(level, message)``. The shell can take the data
 path away at any moment; reinit functions never return buffers (the shell has
 already reclaimed them).
@@ -32,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 
 TX_QUEUED = 0
 TX_RING_FULL = 1
@@ -94,6 +95,7 @@ class VfInfo:
 
 class ShellServices(Protocol):
     def alloc_small_buffer(self) -> Buffer | None: ...
+    def alloc_small_buffers(self, count: int) -> list[Buffer]: ...  # API 1.1
     def alloc_large_buffer(self) -> Buffer | None: ...
     def indicate_recv(self, buffer: Buffer, length: int, info: RecvInfo) -> None: ...
     def complete_send(self, queue: int, count: int) -> None: ...

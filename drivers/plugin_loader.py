@@ -4,8 +4,10 @@ GET_INFO names a plugin and its version; the guest loads the module of that
 name from the plugins it has installed (``drivers.plugins``, or an override a
 bring-up session installed) and checks it: the module must call itself by that
 name, drive that vendor, share the VF's major version, and speak this shell's
-plugin API major version. Anything else is refused with the reason, and the
-guest stays in emulation.
+plugin API major version, at a minor version it offers (1.1 offers what 1.0
+did and more; a plugin written against a later minor may call what this shell
+lacks). Anything else is refused with the reason, and the guest stays in
+emulation.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from drivers.plugin_api import API_VERSION, PluginRefused
 
 def major(version: str) -> str:
     return str(version).split(".", 1)[0]
+
+
+def minor(version: str) -> int:
+    _, _, rest = str(version).partition(".")
+    return int(rest.split(".", 1)[0] or 0)
 
 
 def load_plugin(
@@ -45,10 +52,9 @@ def load_plugin(
         raise PluginRefused(
             f"{described}: the VF needs version {info['plugin_version']} (major version differs)"
         )
-    if major(str(found["API_VERSION"])) != major(API_VERSION):
-        raise PluginRefused(
-            f"{described} speaks plugin API {found['API_VERSION']}, the shell {API_VERSION}"
-        )
+    api = str(found["API_VERSION"])
+    if major(api) != major(API_VERSION) or minor(api) > minor(API_VERSION):
+        raise PluginRefused(f"{described} speaks plugin API {api}, the shell {API_VERSION}")
     if not callable(getattr(module, "plugin_entry", None)):
         raise PluginRefused(f"{described} has no plugin_entry")
     return module

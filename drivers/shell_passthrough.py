@@ -143,6 +143,9 @@ class PassthroughPath(ShellState):
     def alloc_small_buffer(self) -> Buffer | None:
         return self.memory.take("vf-rx")
 
+    def alloc_small_buffers(self, count: int) -> list[Buffer]:
+        return self.memory.take_many("vf-rx", count)
+
     def alloc_large_buffer(self) -> Buffer | None:
         return self.memory.take("vf-rx", large=True)
 

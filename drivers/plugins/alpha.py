@@ -26,7 +26,7 @@ from nic_emulators.vendors import window as w
 PLUGIN_NAME = "alpha"
 VENDOR = "alpha"
 VERSION = "1.2"
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 MASK = 0xFFFFFFFF
 TX_DESC, DESC, EOP = a.TX_DESC, a.DESC_BYTES, a.TX_CMD_EOP
 #: Buffers kept posted per queue: a deep ring rides out scheduling delays.
@@ -165,23 +165,22 @@ class AlphaPlugin:
         return count
 
     def add_buffers_to_rx_ring(self, queue: int) -> int:
+        tail = self.rx_tail[queue]
+        room = min(self.size - 1, RX_POST_LIMIT) - (tail - self.rx_clean[queue])
+        if room <= 0:
+            return 0
+        buffers = self.services.alloc_small_buffers(min(room, RX_REFILL_BUDGET))
         size, rings, base = self.size, self.rings, self.rx_base[queue]
-        shadow, alloc = self.rx_shadow[queue], self.services.alloc_small_buffer
-        tail, limit = self.rx_tail[queue], min(self.size - 1, RX_POST_LIMIT)
-        added = 0
-        while tail - self.rx_clean[queue] < limit and added < RX_REFILL_BUDGET:
-            buffer = alloc()
-            if buffer is None:
-                break
+        shadow, pack = self.rx_shadow[queue], a.RX_DESC_READ.pack_into
+        for buffer in buffers:
             slot = tail % size
-            a.RX_DESC_READ.pack_into(rings, base + slot * a.DESC_BYTES, buffer.addr, 0)
+            pack(rings, base + slot * DESC, buffer.addr, 0)
             shadow[slot] = buffer
             tail += 1
-            added += 1
-        if added:
+        if buffers:
             self.rx_tail[queue] = tail
             self.regs[w.qreg(queue, w.RX_TAIL)] = tail & MASK
-        return added
+        return len(buffers)
 
     def posted_rx(self) -> list[Buffer]:
         return [b for ring in self.rx_shadow for b in ring if b is not None]

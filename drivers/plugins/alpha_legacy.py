@@ -16,7 +16,7 @@ from nic_emulators.vendors import window as w
 PLUGIN_NAME = "alpha"
 VENDOR = "alpha"
 VERSION = "0.9"
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 
 
 def plugin_entry(window: w.RegisterWindow, info: VfInfo, services: ShellServices) -> AlphaPlugin:

@@ -24,7 +24,7 @@ from nic_emulators.vendors import window as w
 PLUGIN_NAME = "beta"
 VENDOR = "beta"
 VERSION = "3.0"
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 MASK = 0xFFFFFFFF
 #: Buffers kept posted per queue, and posted per call at most (see the alpha plugin).
 RX_POST_LIMIT = 4095
@@ -147,26 +147,21 @@ class BetaPlugin:
         return count
 
     def add_buffers_to_rx_ring(self, queue: int) -> int:
-        size, rings = self.size, self.rings
-        wq, posted, alloc = (
-            b.rx_wq_offset(queue, size),
-            self.posted[queue],
-            self.services.alloc_small_buffer,
-        )
-        tail, added = self.rx_tail[queue], 0
-        limit = min(size, RX_POST_LIMIT)
-        while tail - self.rx_ci[queue] < limit and added < RX_REFILL_BUDGET:
-            buffer = alloc()
-            if buffer is None:
-                break
-            b.RX_WQE.pack_into(rings, wq + (tail % size) * b.RX_WQE.size, buffer.id, tail & MASK)
+        tail = self.rx_tail[queue]
+        room = min(self.size, RX_POST_LIMIT) - (tail - self.rx_ci[queue])
+        if room <= 0:
+            return 0
+        buffers = self.services.alloc_small_buffers(min(room, RX_REFILL_BUDGET))
+        size, rings, posted = self.size, self.rings, self.posted[queue]
+        wq, pack, wqe = b.rx_wq_offset(queue, size), b.RX_WQE.pack_into, b.RX_WQE.size
+        for buffer in buffers:
+            pack(rings, wq + (tail % size) * wqe, buffer.id, tail & MASK)
             posted[buffer.id] = buffer
             tail += 1
-            added += 1
-        if added:
+        if buffers:
             self.rx_tail[queue] = tail
             self.regs[w.qreg(queue, w.RX_TAIL)] = tail & MASK
-        return added
+        return len(buffers)
 
 
 def plugin_entry(window: w.RegisterWindow, info: VfInfo, services: ShellServices) -> BetaPlugin:

@@ -44,6 +44,9 @@ class Services:
         self.next_id += 1
         return Buffer(self.next_id, 0x10000 + self.next_id * 2048, 2048)
 
+    def alloc_small_buffers(self, count: int) -> list[Buffer]:
+        return [b for b in (self.alloc_small_buffer() for _ in range(count)) if b is not None]
+
     def alloc_large_buffer(self) -> Buffer | None:
         return None
 
@@ -164,6 +167,12 @@ class RecyclingServices:
             return None
         buffer_id = self.free.pop()
         return Buffer(buffer_id, BASE + buffer_id * STRIDE, STRIDE)
+
+    def alloc_small_buffers(self, count: int) -> list[Buffer]:
+        out = []
+        while len(out) < count and (buffer := self.alloc_small_buffer()) is not None:
+            out.append(buffer)
+        return out
 
     def alloc_large_buffer(self) -> Buffer | None:
         return None

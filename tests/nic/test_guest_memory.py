@@ -109,3 +109,24 @@ def test_give_back_sent_refuses_a_buffer_that_is_not_in_the_place(memory: GuestM
     with pytest.raises(BufferError_, match="is emu-tx"):
         memory.give_back_sent(sent, 1, "vf-tx")
     assert memory.audit()["emu-tx"] == 1  # not taken back
+
+
+def test_take_many_gives_what_take_would_in_the_same_order(memory: GuestMemory) -> None:
+    twin = GuestMemory(f"npt-test-mem-twin-{os.getpid()}", small=64, large=4)
+    try:
+        one_by_one = [twin.take("vf-rx") for _ in range(10)]
+        assert memory.take_many("vf-rx", 10) == one_by_one
+        assert memory.audit()["vf-rx"] == 10
+        # fewer than asked when fewer are free, then none; large buffers are never taken
+        assert len(memory.take_many("emu-rx", 100)) == 54
+        assert memory.take_many("emu-rx", 5) == []
+        assert memory.take_many("emu-rx", 0) == []
+        audit = memory.audit()
+        assert (audit["vf-rx"], audit["emu-rx"], audit["free"]) == (10, 54, 4)
+        assert audit["balanced"] == 1, audit
+        # each is in its place: given back from there, and from nowhere else
+        memory.give_back(one_by_one[0].id, "vf-rx")  # type: ignore[union-attr]
+        with pytest.raises(BufferError_):
+            memory.give_back(one_by_one[1].id, "emu-rx")  # type: ignore[union-attr]
+    finally:
+        twin.close()
