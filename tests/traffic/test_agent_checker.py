@@ -96,6 +96,29 @@ def test_counts_losses_duplicates_reordering_gap_and_latency() -> None:
     assert (report["foreign"], report["ring_drops"], report["ring_freezes"]) == (0, 0, 0)
 
 
+def test_listed_gaps_tell_the_sender_s_stalls_from_the_path_s() -> None:
+    """Frames sent 1 ms apart, 100 us on the way: the sender stalls 5 ms before seq 3, the
+    path holds seqs 6-9 up and lets them go together 4.05 ms after 6 was sent, and seq 11
+    is lost. Each gap over 1.5 ms is listed with its end, its length, the two frames'
+    spacing at the sender and their seq step."""
+    sends = {s: T0 + s * 1_000_000 for s in range(13)}
+    sends.update({s: t + 5_000_000 for s, t in sends.items() if s >= 3})  # the stall
+    rx = {s: t + 100_000 for s, t in sends.items() if s != 11}
+    rx.update({s: sends[6] + 4_050_000 + (s - 6) * 1_000 for s in range(6, 10)})  # held up
+    packets = [(stamped(UDP, s, sends[s]), t, 0) for s, t in sorted(rx.items())]
+    plan = agent.RecvPlan("x", None, None, None, 1, False, gaps_over_ns=1_500_000)
+    checker = agent.Checker(plan, FakeRing(packets))  # type: ignore[arg-type]
+    assert checker.drain_block()
+    flow = checker.report()["flows"]["1"]
+    assert flow["gaps"] == [
+        [rx[3], 6_000_000, 6_000_000, 1],  # the sender's stall: the path added nothing
+        [rx[6], 4_950_000, 1_000_000, 1],  # held up 3.95 ms on the way
+        [rx[12], 2_000_000, 2_000_000, 2],  # over a lost frame
+    ]
+    assert not flow["gaps_truncated"]
+    assert flow["reordered"] == 0 and flow["missing"] == [[11, 11]]
+
+
 def test_own_transmissions_are_skipped_not_counted() -> None:
     report = count([(stamped(UDP, 0, T0), T0, agent.PACKET_OUTGOING)])
     assert report["flows"] == {} and report["foreign"] == 0
