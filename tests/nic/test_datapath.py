@@ -236,6 +236,13 @@ def test_planned_switches_under_traffic_lose_nothing_and_keep_the_netdev(
     status = shell_status(rig)
     assert status["buffers"]["balanced"] == 1 and status["buffers"]["vf-tx"] == 0, status["buffers"]
     assert status["counters"]["emu_rx_packets"] > 0 and status["counters"]["vf_rx_packets"] > 0
+    # Each switch to passthrough held the VF's TX for the guest's TX fence, and every fence
+    # the device passed on came (none was given up at the NIC's deadline).
+    with rig.nic() as nic:
+        fences = nic.call("STATUS")["tx_fences"]
+    assert fences["waiting"] == 0 and fences["timed_out"] == 0, fences
+    assert fences["passed"] >= 3, fences
+    assert rig.status()["emulation"]["tx_fences"] == fences["passed"], fences
 
 
 def test_surprise_removal_keeps_the_guest_reachable_and_the_vf_comes_back(make_rig: Any) -> None:
