@@ -340,10 +340,10 @@ class Nic:
         for frame, peer in self.pf.receive():
             vport = by_peer.get(peer)
             if not frame:  # a guest's TX fence: what came before it is switched first
+                if run_port is not None and run:
+                    self._switch(run_port, run)
+                run = []
                 if vport is not None:
-                    if run_port is not None and run:
-                        self._switch(run_port, run)
-                    run, run_port = [], None
                     self.fences.arrived(vport.removeprefix("vport:"))
                 continue
             if vport != run_port:

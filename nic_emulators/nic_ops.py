@@ -130,7 +130,6 @@ class NicOperations:
             "SET_VF_FEATURES": self.set_vf_features,
             "VECTORS": self.vectors,
             "STATUS": lambda a: self.nic.status(),
-            "SYNC": self.sync,
         }
 
     def handle(self, conn: Connection, request_id: int, op: str, args: Args) -> Args | Deferred:
@@ -333,12 +332,6 @@ class NicOperations:
             raise ControlError(f"INJECT: unknown operation {op!r}", "EINVAL")
         self.nic.injected[op] = str(args.get("message", "failure injected by the bench"))
         return {"armed": op}
-
-    def sync(self, args: Args) -> Args:
-        """Take in every frame waiting at the PF port (the emulation path's last frames)."""
-        del args
-        self.nic.drain_pf()
-        return {}
 
     def pause(self, args: Args) -> Args:
         """Stop (or restart) taking frames from a VF's TX rings: link-partner flow control."""

@@ -128,14 +128,14 @@ class EmulationBackend:
         index = self.tx_next
         while done < pending and done < budget:
             address, length, flags = unpack(view, v.TX_RING + (index % v.RING_SIZE) * v.DESC_BYTES)
-            if flags & v.TX_FLAG_FENCE and length == 0:
-                if isinstance(port, PfVport) and not port.send_fence():
-                    break  # posted still: sent on a later poll, after room is made
-                index += 1
-                done += 1
-                self.fences += 1
-                continue
             if length <= 0 or address + length > size:
+                if length == 0 and flags & v.TX_FLAG_FENCE:  # the shell's fence: no frame
+                    if isinstance(port, PfVport) and not port.send_fence():
+                        break  # posted still: sent on a later poll, after room is made
+                    index += 1
+                    done += 1
+                    self.fences += 1
+                    continue
                 raise EmulationFault(
                     f"TX descriptor {index}: buffer {address:#x}+{length} outside guest memory"
                 )

@@ -1,6 +1,6 @@
 """VF operations the vmxnet3 device asks of the NIC without waiting for them.
 
-A switch's VF operations (ACQUIRE, GET_INFO, INIT, ACTIVATE, SYNC, SAVE_STATE,
+A switch's VF operations (ACQUIRE, GET_INFO, INIT, ACTIVATE, SAVE_STATE,
 RELEASE) go out on a connection of their own to the NIC's control socket; the
 device's process loop reads the replies and hands each to the waiting switch
 sequence (``DeviceModel.nic_step``). Meanwhile the process keeps forwarding the
